@@ -23,13 +23,13 @@ CORRECT = 0.5
 
 def _check_pair(pred: np.ndarray, y: np.ndarray) -> None:
     if pred.ndim != 2 or pred.shape != y.shape:
-        raise ValueError(f"predictions {pred.shape} and labels {y.shape} must be (Q, M) matrices alike")
+        raise ValueError(f"predictions {pred.shape} and labels {y.shape} must be (Q, M) of one shape")
     if np.isnan(pred).any():
         raise ValueError("predictions contain NaN")
 
 
 def _observed(y: np.ndarray) -> np.ndarray:
-    return ~np.isnan(y)
+    return np.asarray(~np.isnan(y))
 
 
 def routing_hit_at_k(pred: np.ndarray, y: np.ndarray, k: int = 1) -> float:
@@ -137,7 +137,7 @@ def pairwise_distances(z: np.ndarray) -> np.ndarray:
     sq = (z * z).sum(axis=1)
     d2 = sq[:, None] + sq[None, :] - 2.0 * (z @ z.T)
     np.fill_diagonal(d2, 0.0)
-    return np.sqrt(np.maximum(d2, 0.0))
+    return np.asarray(np.sqrt(np.maximum(d2, 0.0)))
 
 
 @dataclass(frozen=True)
