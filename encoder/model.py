@@ -1,0 +1,154 @@
+"""The LOCUS set encoder F (ISAB x 2 + PMA) and correctness predictor G.
+
+Mask convention, used everywhere in this package: a boolean mask is True for a real element and
+False for padding. Padded elements never act as attention keys, so the embedding of a set does not
+depend on how much padding it carries, and with no positional encoding it is permutation invariant.
+
+MAB follows the released design (post-LN, bias-free attention projections):
+    H = LN(Q + MHA(Q, K)),  out = LN(H + FFN(H)),  FFN = Linear -> ReLU -> Linear.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from encoder.config import LocusConfig
+
+
+class MAB(nn.Module):
+    """Multihead attention block: queries attend to a (masked) key set."""
+
+    def __init__(self, width: int, heads: int, ffn: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.q = nn.Linear(width, width, bias=False)
+        self.k = nn.Linear(width, width, bias=False)
+        self.v = nn.Linear(width, width, bias=False)
+        self.o = nn.Linear(width, width, bias=False)
+        self.ln1 = nn.LayerNorm(width)
+        self.ln2 = nn.LayerNorm(width)
+        self.ff = nn.Sequential(nn.Linear(width, ffn), nn.ReLU(), nn.Linear(ffn, width))
+
+    def forward(self, x: Tensor, kv: Tensor, kv_mask: Tensor | None = None) -> Tensor:
+        b, nq, d = x.shape
+        nk = kv.shape[1]
+        h, dh = self.heads, d // self.heads
+        q = self.q(x).view(b, nq, h, dh).transpose(1, 2)  # (B, h, Nq, dh)
+        k = self.k(kv).view(b, nk, h, dh).transpose(1, 2)  # (B, h, Nk, dh)
+        v = self.v(kv).view(b, nk, h, dh).transpose(1, 2)  # (B, h, Nk, dh)
+        attn_mask = None if kv_mask is None else kv_mask[:, None, None, :]  # (B, 1, 1, Nk)
+        a = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)  # (B, h, Nq, dh)
+        a = a.transpose(1, 2).reshape(b, nq, d)  # (B, Nq, D)
+        hid = self.ln1(x + self.o(a))
+        return self.ln2(hid + self.ff(hid))
+
+
+class ISAB(nn.Module):
+    """Induced set attention: r latents summarise the set, then every element reads the summary."""
+
+    def __init__(self, width: int, heads: int, ffn: int, inducing: int) -> None:
+        super().__init__()
+        self.latents = nn.Parameter(torch.randn(1, inducing, width) * width**-0.5)
+        self.mab_in = MAB(width, heads, ffn)
+        self.mab_out = MAB(width, heads, ffn)
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        summary = self.mab_in(self.latents.expand(x.shape[0], -1, -1), x, mask)  # (B, r, D)
+        return self.mab_out(x, summary)  # (B, N, D); padded rows are junk, never used as keys
+
+
+class PMA(nn.Module):
+    """Pooling by multihead attention with one learned seed."""
+
+    def __init__(self, width: int, heads: int, ffn: int) -> None:
+        super().__init__()
+        self.seed = nn.Parameter(torch.randn(1, 1, width) * width**-0.5)
+        self.mab = MAB(width, heads, ffn)
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        return self.mab(self.seed.expand(x.shape[0], -1, -1), x, mask)[:, 0]  # (B, D)
+
+
+class SetEncoder(nn.Module):
+    """F: a set of (phi, y) evaluations -> one embedding z."""
+
+    def __init__(self, cfg: LocusConfig) -> None:
+        super().__init__()
+        self.inp = nn.Linear(2 * cfg.query_dim + 1, cfg.width)
+        self.blocks = nn.ModuleList(
+            ISAB(cfg.width, cfg.heads, cfg.ffn, cfg.inducing) for _ in range(cfg.n_isab)
+        )
+        self.pool = PMA(cfg.width, cfg.heads, cfg.ffn)
+        self.out = nn.Linear(cfg.width, cfg.embed_dim)
+
+    def forward(self, phi: Tensor, y: Tensor, mask: Tensor) -> Tensor:
+        if not bool(mask.any(dim=1).all()):
+            raise ValueError("every set needs at least one real (unmasked) evaluation")
+        y = y.unsqueeze(-1)  # (B, N, 1)
+        tokens = torch.cat([phi, y, phi * (2.0 * y - 1.0)], dim=-1)  # (B, N, 2d+1)
+        x = self.inp(tokens) * mask.unsqueeze(-1)  # (B, N, D); zero padding keeps junk finite
+        for block in self.blocks:
+            x = block(x, mask)
+        return self.out(self.pool(x, mask))  # (B, E)
+
+
+class CorrectnessPredictor(nn.Module):
+    """G: (z, phi) -> logit of P(correct), from features [z, u, z * u] with u = Linear(phi)."""
+
+    def __init__(self, cfg: LocusConfig) -> None:
+        super().__init__()
+        self.query = nn.Linear(cfg.query_dim, cfg.embed_dim)
+        self.hidden = nn.Linear(3 * cfg.embed_dim, cfg.pred_hidden)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.head = nn.Linear(cfg.pred_hidden, 1)
+
+    def pair_logits(self, z: Tensor, phi: Tensor) -> Tensor:
+        """Logits for aligned pairs: z (..., E), phi (..., d) -> (...)."""
+        u = self.query(phi)
+        h = F.relu(self.hidden(torch.cat([z, u, z * u], dim=-1)))
+        return self.head(self.drop(h)).squeeze(-1)
+
+    def matrix_logits(self, z: Tensor, phi: Tensor) -> Tensor:
+        """Logits for every (query, model): z (M, E), phi (Q, d) -> (Q, M), in one GEMM.
+
+        The first layer on [z, u, z*u] splits as W_z z + W_u u + sum_k W_zu[:, k] z_k u_k, so the
+        (Q, M, 3E) feature tensor is never built: the bilinear term is u @ (W_zu * z) reshaped.
+        """
+        e = z.shape[-1]
+        u = self.query(phi)  # (Q, E)
+        w = self.hidden.weight  # (H, 3E)
+        w_z, w_u, w_zu = w[:, :e], w[:, e : 2 * e], w[:, 2 * e :]
+        hz = z @ w_z.T + self.hidden.bias  # (M, H)
+        hu = u @ w_u.T  # (Q, H)
+        a = (w_zu.unsqueeze(0) * z.unsqueeze(1)).reshape(-1, e)  # (M*H, E)
+        hzu = (u @ a.T).view(u.shape[0], z.shape[0], -1)  # (Q, M, H)
+        h = F.relu(hzu + hz.unsqueeze(0) + hu.unsqueeze(1))  # (Q, M, H)
+        return (h @ self.head.weight.T).squeeze(-1) + self.head.bias  # (Q, M)
+
+
+class LocusModel(nn.Module):
+    """Set encoder F and correctness predictor G, trained together."""
+
+    def __init__(self, cfg: LocusConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.encoder = SetEncoder(cfg)
+        self.predictor = CorrectnessPredictor(cfg)
+
+    def encode(self, phi: Tensor, y: Tensor, mask: Tensor) -> Tensor:
+        """phi (B, N, d), y (B, N) in [0, 1], mask (B, N) bool -> z (B, E)."""
+        return self.encoder(phi, y, mask)
+
+    def predict_logits(self, z: Tensor, phi: Tensor) -> Tensor:
+        """z (M, E), phi (Q, d) -> (Q, M) logits; dropout applies only in training mode."""
+        if self.training:
+            q, m = phi.shape[0], z.shape[0]
+            return self.predictor.pair_logits(
+                z.unsqueeze(0).expand(q, -1, -1), phi.unsqueeze(1).expand(-1, m, -1)
+            )
+        return self.predictor.matrix_logits(z, phi)
+
+    def n_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())

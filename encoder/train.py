@@ -1,0 +1,354 @@
+"""Training of the LOCUS encoder + predictor on one or several evaluation sources.
+
+Each step draws a batch of models (source chosen uniformly, then a training model of that source),
+gives each a random subset of its train-question evaluations as the encoder set (one set size per
+step, log-uniform in [min_set, max_set], so one checkpoint works from tens to thousands of
+evaluations) and asks the predictor to score other train questions of the same model. Early stopping
+on validation routing accuracy (hit@1), averaged over sources.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from encoder.data import EvalSource, QuestionSplit, holdout_models, split_questions
+from encoder.model import LocusModel
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "train_state.pt"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation schedule. Defaults train the shipped checkpoint in ~15 min on 2 CPU cores."""
+
+    steps: int = 2500
+    batch_models: int = 32
+    min_set: int = 32
+    max_set: int = 1024
+    n_targets: int = 256
+    lr_encoder: float = 1e-3
+    lr_predictor: float = 2e-3
+    warmup_steps: int = 100
+    weight_decay: float = 0.05
+    grad_clip: float = 1.0
+    noise_start: float = 0.10
+    noise_end: float = 0.05
+    eval_every: int = 100
+    patience: int = 800
+    val_k: int = 256
+    save_every: int = 100
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.min_set <= self.max_set:
+            raise ValueError(f"need 1 <= min_set <= max_set, got {self.min_set}, {self.max_set}")
+        if self.steps < 1 or self.batch_models < 1 or self.n_targets < 1 or self.eval_every < 1:
+            raise ValueError("steps, batch_models, n_targets and eval_every must be positive")
+
+
+@dataclass
+class TrainSource:
+    """One source prepared for training: query encodings, question split, training models."""
+
+    source: EvalSource
+    phi: np.ndarray  # (Q, d) float32
+    split: QuestionSplit
+    train_models: np.ndarray  # (M,) bool: models training may use
+
+    def __post_init__(self) -> None:
+        if self.phi.shape[0] != self.source.n_questions:
+            raise ValueError(
+                f"{self.source.name}: {self.phi.shape[0]} query encodings "
+                f"for {self.source.n_questions} questions"
+            )
+
+
+@dataclass
+class TrainResult:
+    best_score: float
+    best_step: int
+    steps_run: int
+    seconds: float
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def prepare_source(
+    source: EvalSource,
+    phi: np.ndarray,
+    *,
+    split_seed: int = 0,
+    holdout_fraction: float = 0.0,
+    val: float = 0.1,
+    test: float = 0.2,
+) -> TrainSource:
+    """Split questions (stratified by category) and hold out a fraction of models from training."""
+    split = split_questions(source, val=val, test=test, seed=split_seed)
+    held = (
+        holdout_models(source, fraction=holdout_fraction, seed=split_seed) if holdout_fraction > 0 else None
+    )
+    train_models = ~held if held is not None else np.ones(source.n_models, dtype=bool)
+    return TrainSource(
+        source=source, phi=np.asarray(phi, dtype=np.float32), split=split, train_models=train_models
+    )
+
+
+def anchor_sets(
+    ts: TrainSource, k: int, models: np.ndarray, seed: int
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Encoder sets from a shared random anchor set of k train questions (each model uses those it has)."""
+    rng = np.random.default_rng(seed)
+    anchors = rng.permutation(ts.split.train)[: min(k, len(ts.split.train))]
+    sets = []
+    for m in models:
+        y = ts.source.labels[m, anchors]
+        keep = ~np.isnan(y)
+        if not keep.any():  # a model with no anchor label falls back to any of its train questions
+            obs = ts.split.train[~np.isnan(ts.source.labels[m, ts.split.train])]
+            sel = np.sort(rng.permutation(obs)[:k])
+            sets.append((ts.phi[sel], ts.source.labels[m, sel]))
+            continue
+        sets.append((ts.phi[anchors[keep]], y[keep]))
+    return sets
+
+
+def routing_hit1(p: np.ndarray, y: np.ndarray) -> float:
+    """Routing hit@1 over queries: p, y (Q, M), NaN in y where unlabelled (such models can't be picked)."""
+    observed = ~np.isnan(y)
+    rows = observed.any(axis=1)
+    masked = np.where(observed, p, -np.inf)[rows]
+    pick = masked.argmax(axis=1)
+    return float(np.nan_to_num(y[rows][np.arange(len(pick)), pick]).mean()) if len(pick) else float("nan")
+
+
+def _embed(model: LocusModel, sets: Sequence[tuple[np.ndarray, np.ndarray]], d: int) -> torch.Tensor:
+    n = max(len(s[1]) for s in sets)
+    phi = torch.zeros(len(sets), n, d)
+    y = torch.zeros(len(sets), n)
+    mask = torch.zeros(len(sets), n, dtype=torch.bool)
+    for i, (p, s) in enumerate(sets):
+        phi[i, : len(s)] = torch.from_numpy(p)
+        y[i, : len(s)] = torch.from_numpy(s)
+        mask[i, : len(s)] = True
+    return model.encode(phi, y, mask)
+
+
+def evaluate_routing(
+    model: LocusModel, sources: Sequence[TrainSource], *, k: int, split: str = "val", seed: int = 0
+) -> dict[str, float]:
+    """Routing hit@1 per source over the training models, embedded from k anchors, on `split` questions."""
+    was_training = model.training
+    model.eval()
+    out: dict[str, float] = {}
+    with torch.inference_mode():
+        for ts in sources:
+            q = getattr(ts.split, split)
+            models = np.flatnonzero(ts.train_models)
+            if len(q) == 0 or len(models) == 0:
+                continue
+            z = _embed(model, anchor_sets(ts, k, models, seed), model.cfg.query_dim)
+            p = torch.sigmoid(model.predict_logits(z, torch.from_numpy(ts.phi[q]))).numpy()
+            out[ts.source.name] = routing_hit1(p, ts.source.labels[models][:, q].T)
+    model.train(was_training)
+    return out
+
+
+class _Sampler:
+    """Draws training batches; all randomness comes from the seeded numpy Generator passed in."""
+
+    def __init__(self, sources: Sequence[TrainSource], cfg: TrainConfig) -> None:
+        self.cfg = cfg
+        self.labels = [ts.source.labels for ts in sources]
+        self.phi = [torch.from_numpy(ts.phi) for ts in sources]
+        # Per source: training models with at least one train-question score, and those questions.
+        self.models: list[np.ndarray] = []
+        self.pools: list[list[np.ndarray]] = []
+        for ts in sources:
+            train_lab = ts.source.labels[:, ts.split.train]
+            ms = [m for m in np.flatnonzero(ts.train_models) if (~np.isnan(train_lab[m])).any()]
+            self.models.append(np.asarray(ms, dtype=np.int64))
+            self.pools.append([ts.split.train[~np.isnan(train_lab[m])] for m in ms])
+        self.active = [i for i, m in enumerate(self.models) if len(m)]
+        if not self.active:
+            raise ValueError("no training model has any train-question evaluation")
+
+    def sample(self, rng: np.random.Generator) -> tuple[torch.Tensor, ...]:
+        """One batch: encoder sets phi (B, N, d), y (B, N), mask (B, N); targets tphi (B, T, d), ty (B, T)."""
+        cfg = self.cfg
+        n = round(math.exp(rng.uniform(math.log(cfg.min_set), math.log(cfg.max_set))))
+        b, t = cfg.batch_models, cfg.n_targets
+        picks = []
+        for s in rng.choice(self.active, size=b):
+            j = int(rng.integers(len(self.models[s])))
+            pool = self.pools[s][j]
+            perm = rng.permutation(pool)
+            n_enc = min(n, max(1, len(pool) - t // 2))  # small pools keep some questions back as targets
+            enc, rest = perm[:n_enc], perm[n_enc:]
+            if len(rest) < t:  # too few held-back questions: top up from the set itself
+                rest = np.concatenate([rest, rng.choice(enc, size=t - len(rest))])
+            picks.append((int(s), int(self.models[s][j]), enc, rest[:t]))
+        width = max(len(p[2]) for p in picks)
+        d = self.phi[0].shape[1]
+        phi = torch.zeros(b, width, d)
+        y = torch.zeros(b, width)
+        mask = torch.zeros(b, width, dtype=torch.bool)
+        tphi = torch.empty(b, t, d)
+        ty = torch.empty(b, t)
+        for i, (s, m, enc, tgt) in enumerate(picks):
+            k = len(enc)
+            phi[i, :k] = self.phi[s][enc]
+            y[i, :k] = torch.from_numpy(self.labels[s][m, enc])
+            mask[i, :k] = True
+            tphi[i] = self.phi[s][tgt]
+            ty[i] = torch.from_numpy(self.labels[s][m, tgt])
+        return phi, y, mask, tphi, ty
+
+
+def train(
+    model: LocusModel,
+    sources: Sequence[TrainSource],
+    cfg: TrainConfig,
+    *,
+    seed: int,
+    out_dir: Path | None = None,
+    resume: bool = False,
+    progress: bool = True,
+) -> TrainResult:
+    """Train `model` in place; the best validation weights are loaded back at the end."""
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    sampler = _Sampler(sources, cfg)
+    enc_params = list(model.encoder.parameters())
+    pred_params = list(model.predictor.parameters())
+    opt = torch.optim.AdamW(
+        [{"params": enc_params, "lr": cfg.lr_encoder}, {"params": pred_params, "lr": cfg.lr_predictor}],
+        weight_decay=cfg.weight_decay,
+    )
+    base_lrs = [cfg.lr_encoder, cfg.lr_predictor]
+    step = 0
+    best_score, best_step, bad = -1.0, 0, 0
+    best_state = {k: v.clone() for k, v in model.state_dict().items()}
+    history: list[dict[str, float]] = []
+    elapsed = 0.0
+    state_path = out_dir / STATE_FILE if out_dir is not None else None
+    if resume and state_path is not None and state_path.is_file():
+        st = torch.load(state_path, weights_only=False)
+        if st["train_config"] != dataclasses.asdict(cfg) or st["seed"] != seed:
+            raise ValueError(f"{state_path}: saved run used another config or seed; cannot resume")
+        model.load_state_dict(st["model"])
+        opt.load_state_dict(st["optimizer"])
+        rng.bit_generator.state = st["numpy_rng"]
+        torch.set_rng_state(st["torch_rng"])
+        step, best_score, best_step, bad = st["step"], st["best_score"], st["best_step"], st["bad"]
+        best_state, history, elapsed = st["best_state"], st["history"], st["elapsed"]
+        log.info("resumed from %s at step %d (best %.4f at %d)", state_path, step, best_score, best_step)
+
+    model.train()
+    started = time.perf_counter() - elapsed
+    bar = tqdm(total=cfg.steps, initial=step, disable=not progress, desc="train", unit="step")
+    running = float("nan")
+    while step < cfg.steps and bad < cfg.patience:
+        frac = min(1.0, step / max(1, cfg.steps))
+        noise = cfg.noise_end + 0.5 * (cfg.noise_start - cfg.noise_end) * (1 + math.cos(math.pi * frac))
+        warm = min(1.0, (step + 1) / max(1, cfg.warmup_steps))
+        decay = 0.5 * (1 + math.cos(math.pi * frac))
+        for group, base in zip(opt.param_groups, base_lrs, strict=True):
+            group["lr"] = base * warm * (0.1 + 0.9 * decay)
+        phi, y, mask, tphi, ty = sampler.sample(rng)
+        phi = phi + noise * torch.randn_like(phi) * mask.unsqueeze(-1)  # (B, N, d)
+        tphi = tphi + noise * torch.randn_like(tphi)  # (B, T, d)
+        z = model.encode(phi, y, mask)  # (B, E)
+        logits = model.predictor.pair_logits(z.unsqueeze(1).expand(-1, tphi.shape[1], -1), tphi)  # (B, T)
+        loss = F.binary_cross_entropy_with_logits(logits, ty)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        step += 1
+        running = loss.item() if math.isnan(running) else 0.95 * running + 0.05 * loss.item()
+        bar.update(1)
+        if step % cfg.eval_every == 0 or step == cfg.steps:
+            val = evaluate_routing(model, sources, k=cfg.val_k, split="val", seed=seed)
+            score = float(np.mean(list(val.values()))) if val else -running
+            history.append(
+                {"step": step, "loss": running, "val_hit1": score, **{f"val_{k}": v for k, v in val.items()}}
+            )
+            if score > best_score:
+                best_score, best_step, bad = score, step, 0
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            else:
+                bad += cfg.eval_every
+            bar.set_postfix(loss=f"{running:.4f}", val=f"{score:.4f}", best=f"{best_score:.4f}@{best_step}")
+            log.info("step %d loss %.4f val_hit1 %.4f %s", step, running, score, json.dumps(val))
+        if state_path is not None and (step % cfg.save_every == 0 or step == cfg.steps):
+            _save_state(
+                state_path,
+                model,
+                opt,
+                rng,
+                cfg,
+                seed,
+                step,
+                best_score,
+                best_step,
+                bad,
+                best_state,
+                history,
+                time.perf_counter() - started,
+            )
+    bar.close()
+    model.load_state_dict(best_state)
+    model.eval()
+    return TrainResult(best_score, best_step, step, time.perf_counter() - started, history)
+
+
+def _save_state(
+    path: Path,
+    model: LocusModel,
+    opt: torch.optim.Optimizer,
+    rng: np.random.Generator,
+    cfg: TrainConfig,
+    seed: int,
+    step: int,
+    best_score: float,
+    best_step: int,
+    bad: int,
+    best_state: dict[str, torch.Tensor],
+    history: list[dict[str, float]],
+    elapsed: float,
+) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    doc: dict[str, Any] = {
+        "model": model.state_dict(),
+        "optimizer": opt.state_dict(),
+        "numpy_rng": rng.bit_generator.state,
+        "torch_rng": torch.get_rng_state(),
+        "train_config": dataclasses.asdict(cfg),
+        "seed": seed,
+        "step": step,
+        "best_score": best_score,
+        "best_step": best_step,
+        "bad": bad,
+        "best_state": best_state,
+        "history": history,
+        "elapsed": elapsed,
+    }
+    tmp = path.with_suffix(".tmp")
+    torch.save(doc, tmp)
+    tmp.replace(path)
