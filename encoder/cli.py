@@ -1,0 +1,239 @@
+"""`python -m encoder.cli train`: train a LOCUS checkpoint on evaluation sources and write its report.
+
+The report (`training_report.json` next to the weights) records the data (paths, counts, content
+hashes), the question splits, the training config and history, and test-question metrics per source,
+so a shipped checkpoint says exactly what it was trained on and how well it does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import logging
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from encoder.checkpoint import save_checkpoint
+from encoder.config import LocusConfig
+from encoder.data import load_source
+from encoder.model import LocusModel
+from encoder.query import QueryEncoder
+from encoder.train import TrainConfig, TrainSource, anchor_sets, prepare_source, routing_hit1, train
+
+log = logging.getLogger("encoder.cli")
+
+REPORT_FILE = "training_report.json"
+
+
+def _file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=Path(__file__).parent,
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def test_metrics(model: LocusModel, ts: TrainSource, k: int, seed: int) -> dict[str, float]:
+    """Test-question metrics of one source, every model embedded from k shared train-question anchors."""
+    models = np.arange(ts.source.n_models)
+    q = ts.split.test
+    y = ts.source.labels[:, q].T  # (Q, M) with NaN where unlabelled
+    model.eval()
+    with torch.inference_mode():
+        sets = anchor_sets(ts, k, models, seed)
+        n = max(len(s[1]) for s in sets)
+        phi = torch.zeros(len(sets), n, model.cfg.query_dim)
+        lab = torch.zeros(len(sets), n)
+        mask = torch.zeros(len(sets), n, dtype=torch.bool)
+        for i, (p, s) in enumerate(sets):
+            phi[i, : len(s)] = torch.from_numpy(p)
+            lab[i, : len(s)] = torch.from_numpy(s)
+            mask[i, : len(s)] = True
+        z = model.encode(phi, lab, mask)  # (M, E)
+        p = torch.sigmoid(model.predict_logits(z, torch.from_numpy(ts.phi[q]))).numpy()  # (Q, M)
+    observed = ~np.isnan(y)
+    correct = ((p >= 0.5) == (y >= 0.5))[observed]
+    train_lab = ts.source.labels[:, ts.split.train]
+    means = np.nanmean(np.where(np.isnan(train_lab), np.nan, train_lab), axis=1)
+    best = int(np.nanargmax(means))
+    rows = observed[:, best]
+    oracle_rows = observed.any(axis=1)
+    return {
+        "k": float(k),
+        "routing_hit1": routing_hit1(p, y),
+        "best_single_hit1": float(y[rows, best].mean()) if rows.any() else float("nan"),
+        "oracle_hit1": float(np.nanmax(np.where(observed, y, -np.inf)[oracle_rows], axis=1).mean()),
+        "random_hit1": float(np.nanmean(np.where(observed, y, np.nan)[oracle_rows], axis=1).mean()),
+        "correctness_accuracy": float(correct.mean()),
+    }
+
+
+def run_train(
+    data: Sequence[Path],
+    out: Path,
+    *,
+    cfg: LocusConfig,
+    tcfg: TrainConfig,
+    seed: int,
+    holdout: float,
+    cache_dir: Path | None,
+    resume: bool,
+    state_dir: Path | None = None,
+    eval_k: Sequence[int] = (32, 128, 256),
+) -> dict[str, Any]:
+    """Train on `data`, save the best checkpoint to `out` and return the report written beside it."""
+    started = time.perf_counter()
+    qenc = QueryEncoder(cfg.query_model, cache_dir=cache_dir)
+    if qenc.dim != cfg.query_dim:
+        cfg = dataclasses.replace(cfg, query_dim=qenc.dim)
+    sources: list[TrainSource] = []
+    data_doc: list[dict[str, Any]] = []
+    for path in data:
+        src = load_source(path)
+        log.info("%s: %d models x %d questions; encoding questions", src.name, src.n_models, src.n_questions)
+        phi = qenc.encode(list(src.texts))
+        ts = prepare_source(src, phi, split_seed=seed, holdout_fraction=holdout)
+        sources.append(ts)
+        data_doc.append(
+            {
+                "name": src.name,
+                "path": str(path),
+                "files": {p.name: _file_digest(p) for p in sorted(Path(path).glob("*.csv"))},
+                "models": src.n_models,
+                "questions": src.n_questions,
+                "observed_labels": int((~np.isnan(src.labels)).sum()),
+                "split_sizes": {
+                    "train": len(ts.split.train),
+                    "val": len(ts.split.val),
+                    "test": len(ts.split.test),
+                },
+                "train_models": int(ts.train_models.sum()),
+                "held_out_models": [src.model_names[i] for i in np.flatnonzero(~ts.train_models).tolist()],
+            }
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    model = LocusModel(cfg)
+    result = train(model, sources, tcfg, seed=seed, out_dir=state_dir, resume=resume)
+    metrics = {ts.source.name: [test_metrics(model, ts, k, seed) for k in eval_k] for ts in sources}
+    report: dict[str, Any] = {
+        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "git_commit": _git_commit(),
+        "seed": seed,
+        "holdout_fraction": holdout,
+        "split": "questions split per source train/val/test = 0.7/0.1/0.2, stratified by category, "
+        "seed = --seed; test questions never seen in training or model selection",
+        "data": data_doc,
+        "architecture": cfg.to_dict(),
+        "n_parameters": model.n_parameters(),
+        "train_config": dataclasses.asdict(tcfg),
+        "best_val_hit1": result.best_score,
+        "best_step": result.best_step,
+        "steps_run": result.steps_run,
+        "train_seconds": round(result.seconds, 1),
+        "total_seconds": round(time.perf_counter() - started, 1),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "machine": platform.machine(),
+        "history": result.history,
+        "test_metrics": metrics,
+    }
+    fp = save_checkpoint(model, out, extra={"report": REPORT_FILE})
+    report["fingerprint"] = fp
+    (out / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m encoder.cli", description=__doc__)
+    sub = ap.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("train", help="train a checkpoint on one or more evaluation sources")
+    t.add_argument(
+        "--data", type=Path, nargs="+", required=True, help="source folders (normalised or EmbedLLM)"
+    )
+    t.add_argument("--out", type=Path, required=True, help="checkpoint folder to write")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--holdout", type=float, default=0.0, help="fraction of models never trained on")
+    t.add_argument("--steps", type=int, default=TrainConfig.steps)
+    t.add_argument("--batch-models", type=int, default=TrainConfig.batch_models)
+    t.add_argument("--max-set", type=int, default=TrainConfig.max_set)
+    t.add_argument("--eval-every", type=int, default=TrainConfig.eval_every)
+    t.add_argument("--patience", type=int, default=TrainConfig.patience)
+    t.add_argument("--threads", type=int, default=None)
+    t.add_argument("--query-model", default=LocusConfig.query_model)
+    t.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache/locus-registry/query")
+    t.add_argument(
+        "--state-dir",
+        type=Path,
+        default=None,
+        help="resumable training state (default runs/train-<out name>; kept out of the checkpoint)",
+    )
+    t.add_argument("--resume", action="store_true", help="continue an interrupted run from --state-dir")
+    return ap
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `python -m encoder.cli`."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    tcfg = TrainConfig(
+        steps=args.steps,
+        batch_models=args.batch_models,
+        max_set=args.max_set,
+        eval_every=args.eval_every,
+        patience=args.patience,
+        threads=args.threads,
+    )
+    report = run_train(
+        args.data,
+        args.out,
+        cfg=LocusConfig(query_model=args.query_model),
+        tcfg=tcfg,
+        seed=args.seed,
+        holdout=args.holdout,
+        cache_dir=args.cache_dir,
+        resume=args.resume,
+        state_dir=args.state_dir or Path("runs") / f"train-{args.out.name}",
+    )
+    for name, rows in report["test_metrics"].items():
+        for r in rows:
+            log.info(
+                "%s K=%d test hit@1 %.4f (best single %.4f, oracle %.4f, random %.4f) acc %.4f",
+                name,
+                r["k"],
+                r["routing_hit1"],
+                r["best_single_hit1"],
+                r["oracle_hit1"],
+                r["random_hit1"],
+                r["correctness_accuracy"],
+            )
+    log.info("wrote %s (fingerprint %s)", args.out, report["fingerprint"])
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
