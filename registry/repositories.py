@@ -1,0 +1,317 @@
+"""Data access: the only module that builds SQL. Functions add, flush and query; they never commit."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, TypeVar
+
+from sqlalchemy import ColumnElement, Select, delete, exists, func, insert, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from registry.errors import NameTaken
+from registry.ports import ModelFilter
+from registry.tables import (
+    ApiKeyRow,
+    EmbeddingStateRow,
+    EvaluationRow,
+    ModelRow,
+    ModelTagRow,
+    QuestionRow,
+    utcnow,
+)
+
+# Both SQLite (32,766) and PostgreSQL (65,535) cap bound parameters per statement.
+CHUNK = 5_000
+
+T = TypeVar("T")
+
+
+def chunks(items: Sequence[T], size: int = CHUNK) -> Iterator[Sequence[T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+# ---------------------------------------------------------------- models
+
+
+def get_model(s: Session, model_id: uuid.UUID) -> ModelRow | None:
+    return s.get(ModelRow, model_id)
+
+
+def get_model_by_name(s: Session, name: str) -> ModelRow | None:
+    return s.scalars(select(ModelRow).where(ModelRow.name == name)).one_or_none()
+
+
+def get_models(s: Session, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, ModelRow]:
+    out: dict[uuid.UUID, ModelRow] = {}
+    for part in chunks(list(ids)):
+        for row in s.scalars(select(ModelRow).where(ModelRow.id.in_(part))):
+            out[row.id] = row
+    return out
+
+
+def get_models_by_names(s: Session, names: Sequence[str]) -> dict[str, ModelRow]:
+    out: dict[str, ModelRow] = {}
+    for part in chunks(list(names)):
+        for row in s.scalars(select(ModelRow).where(ModelRow.name.in_(part))):
+            out[row.name] = row
+    return out
+
+
+def add_model(s: Session, row: ModelRow) -> ModelRow:
+    """Insert and flush; a taken name (also one taken by a concurrent transaction) raises NameTaken."""
+    s.add(row)
+    flush_model(s, row.name)
+    return row
+
+
+def flush_model(s: Session, name: str) -> None:
+    """Flush pending model changes, turning a unique-name violation into NameTaken."""
+    try:
+        s.flush()
+    except IntegrityError as exc:
+        if "name" in str(exc.orig).lower():
+            raise NameTaken(name) from exc
+        raise
+
+
+def set_tags(row: ModelRow, tags: Iterable[str]) -> None:
+    wanted = sorted(set(tags))
+    row.tag_rows = [t for t in row.tag_rows if t.tag in wanted]
+    have = {t.tag for t in row.tag_rows}
+    row.tag_rows.extend(ModelTagRow(model_id=row.id, tag=t) for t in wanted if t not in have)
+
+
+def _model_conditions(flt: ModelFilter) -> list[ColumnElement[bool]]:
+    conds: list[ColumnElement[bool]] = []
+    for column, values in (
+        (ModelRow.status, flt.statuses),
+        (ModelRow.provider, flt.providers),
+        (ModelRow.family, flt.families),
+        (ModelRow.license, flt.licenses),
+    ):
+        if values:
+            conds.append(column.in_(values))
+    for tag in flt.tags:
+        conds.append(exists().where(ModelTagRow.model_id == ModelRow.id, ModelTagRow.tag == tag))
+    if flt.min_params is not None:
+        conds.append(ModelRow.params_b >= flt.min_params)
+    if flt.max_params is not None:
+        conds.append(ModelRow.params_b <= flt.max_params)
+    if flt.min_context_window is not None:
+        conds.append(ModelRow.context_window >= flt.min_context_window)
+    if flt.max_input_price is not None:
+        conds.append(ModelRow.input_price <= flt.max_input_price)
+    if flt.max_output_price is not None:
+        conds.append(ModelRow.output_price <= flt.max_output_price)
+    if flt.exclude_ids:
+        conds.append(ModelRow.id.not_in(flt.exclude_ids))
+    if flt.include_ids:
+        conds.append(ModelRow.id.in_(flt.include_ids))
+    return conds
+
+
+def list_models(
+    s: Session, flt: ModelFilter | None = None, *, limit: int = 50, offset: int = 0
+) -> tuple[list[ModelRow], int]:
+    """A page of models matching the filter, ordered by name, and the total count."""
+    conds = _model_conditions(flt or ModelFilter())
+    total = s.scalar(select(func.count()).select_from(ModelRow).where(*conds)) or 0
+    rows = s.scalars(select(ModelRow).where(*conds).order_by(ModelRow.name).limit(limit).offset(offset))
+    return list(rows), total
+
+
+def iter_model_ids(s: Session) -> list[uuid.UUID]:
+    return list(s.scalars(select(ModelRow.id).order_by(ModelRow.id)))
+
+
+def count_models(s: Session) -> int:
+    return s.scalar(select(func.count()).select_from(ModelRow)) or 0
+
+
+def delete_model(s: Session, row: ModelRow) -> None:
+    s.delete(row)
+    s.flush()
+
+
+# ---------------------------------------------------------------- questions
+
+
+def get_questions_by_keys(s: Session, keys: Sequence[str]) -> dict[str, QuestionRow]:
+    out: dict[str, QuestionRow] = {}
+    for part in chunks(list(keys)):
+        for row in s.scalars(select(QuestionRow).where(QuestionRow.key.in_(part))):
+            out[row.key] = row
+    return out
+
+
+def get_questions(s: Session, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, QuestionRow]:
+    out: dict[uuid.UUID, QuestionRow] = {}
+    for part in chunks(list(ids)):
+        for row in s.scalars(select(QuestionRow).where(QuestionRow.id.in_(part))):
+            out[row.id] = row
+    return out
+
+
+def add_questions(s: Session, rows: Sequence[QuestionRow]) -> None:
+    s.add_all(rows)
+    s.flush()
+
+
+def _question_query(benchmark: str | None, category: str | None) -> list[ColumnElement[bool]]:
+    conds: list[ColumnElement[bool]] = []
+    if benchmark is not None:
+        conds.append(QuestionRow.benchmark == benchmark)
+    if category is not None:
+        conds.append(QuestionRow.category == category)
+    return conds
+
+
+def list_questions(
+    s: Session,
+    *,
+    benchmark: str | None = None,
+    category: str | None = None,
+    limit: int = 50,
+    offset: int = 0,
+) -> tuple[list[QuestionRow], int]:
+    conds = _question_query(benchmark, category)
+    total = s.scalar(select(func.count()).select_from(QuestionRow).where(*conds)) or 0
+    rows = s.scalars(select(QuestionRow).where(*conds).order_by(QuestionRow.key).limit(limit).offset(offset))
+    return list(rows), total
+
+
+def iter_questions(s: Session, batch: int = 2_000) -> Iterator[list[QuestionRow]]:
+    """All questions in id order, in batches (keyset pagination, constant memory)."""
+    last: uuid.UUID | None = None
+    while True:
+        stmt: Select[QuestionRow] = select(QuestionRow).order_by(QuestionRow.id).limit(batch)
+        if last is not None:
+            stmt = stmt.where(QuestionRow.id > last)
+        rows = list(s.scalars(stmt))
+        if not rows:
+            return
+        yield rows
+        last = rows[-1].id
+
+
+def count_questions(s: Session) -> int:
+    return s.scalar(select(func.count()).select_from(QuestionRow)) or 0
+
+
+# ---------------------------------------------------------------- evaluations
+
+
+def upsert_evaluations(
+    s: Session,
+    model_id: uuid.UUID,
+    items: Sequence[tuple[uuid.UUID, float, str | None]],
+    *,
+    new_model: bool = False,
+) -> None:
+    """Store (question_id, score, source) for a model; an existing pair's score is replaced."""
+    if not new_model:
+        # Delete-then-insert is the portable upsert (no dialect-specific ON CONFLICT).
+        for part in chunks([q for q, _, _ in items]):
+            s.execute(
+                delete(EvaluationRow).where(
+                    EvaluationRow.model_id == model_id, EvaluationRow.question_id.in_(part)
+                )
+            )
+    now = utcnow()
+    rows: list[dict[str, Any]] = [
+        {"model_id": model_id, "question_id": q, "score": float(y), "source": src, "created_at": now}
+        for q, y, src in items
+    ]
+    for batch in chunks(rows):
+        s.execute(insert(EvaluationRow), list(batch))
+    s.flush()
+
+
+def model_scores(
+    s: Session, model_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, list[tuple[uuid.UUID, float]]]:
+    """Per model its (question_id, score) pairs sorted by question id: the canonical set order."""
+    out: dict[uuid.UUID, list[tuple[uuid.UUID, float]]] = defaultdict(list)
+    for part in chunks(list(model_ids), 500):
+        stmt = select(EvaluationRow.model_id, EvaluationRow.question_id, EvaluationRow.score).where(
+            EvaluationRow.model_id.in_(part)
+        )
+        for mid, qid, score in s.execute(stmt):
+            out[mid].append((qid, score))
+    for pairs in out.values():
+        pairs.sort(key=lambda p: p[0])
+    return dict(out)
+
+
+def list_evaluations(
+    s: Session, model_id: uuid.UUID, *, limit: int = 50, offset: int = 0
+) -> tuple[list[tuple[EvaluationRow, str]], int]:
+    """A page of a model's evaluations with their question keys, ordered by key."""
+    total = s.scalar(
+        select(func.count()).select_from(EvaluationRow).where(EvaluationRow.model_id == model_id)
+    )
+    stmt = (
+        select(EvaluationRow, QuestionRow.key)
+        .join(QuestionRow, QuestionRow.id == EvaluationRow.question_id)
+        .where(EvaluationRow.model_id == model_id)
+        .order_by(QuestionRow.key)
+        .limit(limit)
+        .offset(offset)
+    )
+    return [(row, key) for row, key in s.execute(stmt).tuples()], total or 0
+
+
+# ---------------------------------------------------------------- embedding state
+
+
+def set_embedding_state(s: Session, row: ModelRow, fingerprint: str, n_evaluations: int) -> None:
+    now = utcnow()
+    if row.embedding is None:
+        row.embedding = EmbeddingStateRow(
+            model_id=row.id, fingerprint=fingerprint, n_evaluations=n_evaluations, updated_at=now
+        )
+    else:
+        row.embedding.fingerprint = fingerprint
+        row.embedding.n_evaluations = n_evaluations
+        row.embedding.updated_at = now
+    s.flush()
+
+
+def count_stale_embeddings(s: Session, fingerprint: str) -> int:
+    """Models whose evaluations exist but whose vector was made by another encoder (or never)."""
+    has_evals = exists().where(EvaluationRow.model_id == ModelRow.id)
+    current = exists().where(
+        EmbeddingStateRow.model_id == ModelRow.id, EmbeddingStateRow.fingerprint == fingerprint
+    )
+    return s.scalar(select(func.count()).select_from(ModelRow).where(has_evals, ~current)) or 0
+
+
+# ---------------------------------------------------------------- api keys
+
+
+def add_api_key(s: Session, row: ApiKeyRow) -> ApiKeyRow:
+    s.add(row)
+    s.flush()
+    return row
+
+
+def get_api_key(s: Session, key_id: uuid.UUID) -> ApiKeyRow | None:
+    return s.get(ApiKeyRow, key_id)
+
+
+def get_api_key_by_hash(s: Session, key_hash: str) -> ApiKeyRow | None:
+    return s.scalars(select(ApiKeyRow).where(ApiKeyRow.key_hash == key_hash)).one_or_none()
+
+
+def list_api_keys(s: Session) -> list[ApiKeyRow]:
+    return list(s.scalars(select(ApiKeyRow).order_by(ApiKeyRow.created_at)))
+
+
+def revoke_api_key(s: Session, row: ApiKeyRow, when: dt.datetime) -> None:
+    row.revoked_at = when
+    s.flush()

@@ -1,0 +1,207 @@
+"""Pydantic v2 schemas at the boundary (`ThingCreate` / `ThingRead`); ORM rows never leave the registry."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Annotated, Any, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+Status = Literal["active", "unavailable", "deprecated"]
+Scope = Literal["read", "write", "admin"]
+
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+Label = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+QuestionKey = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=300)]
+Text = Annotated[str, StringConstraints(min_length=1, max_length=100_000)]
+Score = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
+NonNegative = Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
+
+T = TypeVar("T")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class QuestionIn(Strict):
+    """A question to register: a client key (unique) and its text."""
+
+    key: QuestionKey
+    text: Text
+    category: Label | None = None
+    benchmark: Label | None = None
+
+    @field_validator("text")
+    @classmethod
+    def _not_blank(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("text must not be blank")
+        return v
+
+
+class QuestionsCreate(Strict):
+    questions: list[QuestionIn] = Field(min_length=1)
+
+
+class QuestionRead(BaseModel):
+    id: uuid.UUID
+    key: str
+    text: str
+    category: str | None
+    benchmark: str | None
+    created_at: dt.datetime
+
+
+class QuestionsCreated(BaseModel):
+    created: int = Field(description="questions newly registered")
+    existing: int = Field(description="questions already registered with the same text")
+    items: list[QuestionRead]
+
+
+class EvaluationIn(Strict):
+    """One score of the model on a question, named by key; give `text` to register a new question inline."""
+
+    question: QuestionKey
+    score: Score
+    source: Label | None = None
+    text: Text | None = None
+    category: Label | None = None
+    benchmark: Label | None = None
+
+
+class EvaluationsAdd(Strict):
+    evaluations: list[EvaluationIn] = Field(min_length=1)
+
+
+class EvaluationRead(BaseModel):
+    question: str
+    question_id: uuid.UUID
+    score: float
+    source: str | None
+    created_at: dt.datetime
+
+
+class ModelFields(Strict):
+    provider: Label | None = None
+    family: Label | None = None
+    base_model: Name | None = None
+    params_b: NonNegative | None = Field(None, description="parameter count in billions")
+    context_window: Annotated[int, Field(ge=0)] | None = None
+    input_price: NonNegative | None = Field(None, description="USD per million input tokens")
+    output_price: NonNegative | None = Field(None, description="USD per million output tokens")
+    license: Label | None = None
+    tags: list[Label] = Field(default_factory=list, max_length=100)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class ModelCreate(ModelFields):
+    """A model to register, with optional evaluations (its embedding is computed from them)."""
+
+    name: Name
+    status: Status = "active"
+    evaluations: list[EvaluationIn] = Field(default_factory=list)
+
+
+class ModelUpdate(Strict):
+    """Fields to change; absent fields stay as they are, `null` clears an optional field."""
+
+    name: Name | None = None
+    provider: Label | None = None
+    family: Label | None = None
+    base_model: Name | None = None
+    params_b: NonNegative | None = None
+    context_window: Annotated[int, Field(ge=0)] | None = None
+    input_price: NonNegative | None = None
+    output_price: NonNegative | None = None
+    license: Label | None = None
+    status: Status | None = None
+    tags: list[Label] | None = Field(None, max_length=100)
+    metadata: dict[str, Any] | None = None
+
+    @field_validator("name", "status", "tags", "metadata")
+    @classmethod
+    def _not_null(cls, v: Any) -> Any:
+        # These columns are NOT NULL: explicit null is an error, leaving them out keeps them.
+        if v is None:
+            raise ValueError("may be omitted but not null")
+        return v
+
+
+class EmbeddingRead(BaseModel):
+    fingerprint: str
+    n_evaluations: int
+    updated_at: dt.datetime
+    vector: list[float] | None = None
+
+
+class ModelRead(BaseModel):
+    id: uuid.UUID
+    name: str
+    provider: str | None
+    family: str | None
+    base_model: str | None
+    params_b: float | None
+    context_window: int | None
+    input_price: float | None
+    output_price: float | None
+    license: str | None
+    status: Status
+    tags: list[str]
+    metadata: dict[str, Any]
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    embedding: EmbeddingRead | None = Field(None, description="null until the model has evaluations")
+
+
+class Page(BaseModel, Generic[T]):
+    items: list[T]
+    total: int
+    limit: int
+    offset: int
+
+
+class SimilarModel(BaseModel):
+    model: ModelRead
+    distance: float = Field(description="Euclidean distance between the two embeddings")
+
+
+class SimilarRead(BaseModel):
+    model_id: uuid.UUID
+    fingerprint: str
+    items: list[SimilarModel]
+
+
+class ApiKeyCreate(Strict):
+    name: Name
+    scopes: list[Scope] = Field(min_length=1)
+
+
+class ApiKeyRead(BaseModel):
+    id: uuid.UUID
+    name: str
+    prefix: str
+    scopes: list[Scope]
+    created_at: dt.datetime
+    revoked_at: dt.datetime | None
+
+
+class ApiKeyCreated(ApiKeyRead):
+    key: str = Field(description="the secret; shown once, store it now")
+
+
+class ReindexReport(BaseModel):
+    fingerprint: str
+    questions: int
+    models: int
+    models_without_evaluations: int
+
+
+class ImportReport(BaseModel):
+    source: str
+    questions_created: int
+    questions_existing: int
+    models_created: int
+    models_updated: int
+    evaluations: int

@@ -1,0 +1,164 @@
+"""Helpers shared by the use cases: row -> schema conversion, payloads, embedding from SQL state."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+import numpy as np
+from sqlalchemy.orm import Session
+
+from registry import repositories as repo
+from registry.errors import IndexUnavailable, PayloadTooLarge, RegistryError
+from registry.ports import ModelPoint
+from registry.schemas import EmbeddingRead, ModelRead
+from registry.services.context import Context
+from registry.tables import ModelRow, QuestionRow
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# stage, done, total: lets the CLI draw progress bars without the services knowing about tqdm.
+Progress = Callable[[str, int, int], None]
+
+
+def check_size(ctx: Context, n: int, what: str) -> None:
+    if n > ctx.max_items:
+        raise PayloadTooLarge(f"{n} {what} in one request; the limit is {ctx.max_items}")
+
+
+def model_payload(row: ModelRow) -> dict[str, Any]:
+    """The metadata a vector index filters on (None fields are left out so range filters skip them)."""
+    payload: dict[str, Any] = {
+        "name": row.name,
+        "status": row.status,
+        "provider": row.provider,
+        "family": row.family,
+        "license": row.license,
+        "tags": row.tags,
+        "params_b": row.params_b,
+        "context_window": row.context_window,
+        "input_price": row.input_price,
+        "output_price": row.output_price,
+    }
+    return {k: v for k, v in payload.items() if v is not None}
+
+
+def to_model_read(row: ModelRow, vector: np.ndarray | None = None) -> ModelRead:
+    emb = None
+    if row.embedding is not None:
+        emb = EmbeddingRead(
+            fingerprint=row.embedding.fingerprint,
+            n_evaluations=row.embedding.n_evaluations,
+            updated_at=row.embedding.updated_at,
+            vector=None if vector is None else [float(x) for x in vector],
+        )
+    return ModelRead(
+        id=row.id,
+        name=row.name,
+        provider=row.provider,
+        family=row.family,
+        base_model=row.base_model,
+        params_b=row.params_b,
+        context_window=row.context_window,
+        input_price=row.input_price,
+        output_price=row.output_price,
+        license=row.license,
+        status=row.status,  # type: ignore[arg-type]  # the CHECK constraint guarantees a Status
+        tags=row.tags,
+        metadata=dict(row.meta or {}),
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        embedding=emb,
+    )
+
+
+@contextmanager
+def index_write() -> Iterator[None]:
+    """Turn a failing vector write into IndexUnavailable, so the enclosing transaction rolls back."""
+    try:
+        yield
+    except RegistryError:
+        raise
+    except Exception as exc:
+        log.exception("vector index write failed")
+        raise IndexUnavailable(f"the vector index rejected the write ({type(exc).__name__}: {exc})") from exc
+
+
+def question_phi(
+    ctx: Context,
+    s: Session,
+    question_ids: Sequence[uuid.UUID],
+    cache: dict[uuid.UUID, np.ndarray] | None = None,
+) -> tuple[dict[uuid.UUID, np.ndarray], list[uuid.UUID]]:
+    """Query encodings of these questions: from `cache`, then the index, then encoded from SQL text.
+
+    Returns the encodings and the ids that had to be encoded (their vectors still need an upsert).
+    """
+    out: dict[uuid.UUID, np.ndarray] = {}
+    need = [q for q in question_ids if cache is None or q not in cache]
+    if cache is not None:
+        out.update({q: cache[q] for q in question_ids if q in cache})
+    if need:
+        out.update(ctx.index.get_question_vectors(need))
+    missing = [q for q in question_ids if q not in out]
+    if missing:
+        rows = repo.get_questions(s, missing)
+        texts = [rows[q].text for q in missing]
+        vecs = ctx.embedder.encode_queries(texts)
+        out.update(zip(missing, vecs, strict=True))
+    return out, missing
+
+
+def embed_rows(
+    ctx: Context,
+    s: Session,
+    rows: Sequence[ModelRow],
+    cache: dict[uuid.UUID, np.ndarray] | None = None,
+) -> tuple[list[ModelPoint], dict[uuid.UUID, np.ndarray]]:
+    """Embed each model from its full evaluation set in canonical order (sorted by question id).
+
+    Records the embedding state in SQL (flushed). Returns the points to upsert (models with no
+    evaluations get none) and the query encodings that were missing from the index.
+    """
+    scores = repo.model_scores(s, [r.id for r in rows])
+    needed = sorted({q for pairs in scores.values() for q, _ in pairs})
+    phi, missing = question_phi(ctx, s, needed, cache)
+    todo = [r for r in rows if scores.get(r.id)]
+    sets = []
+    for r in todo:
+        pairs = scores[r.id]
+        sets.append(
+            (
+                np.stack([phi[q] for q, _ in pairs]).astype(np.float32),  # (n, query_dim)
+                np.asarray([y for _, y in pairs], dtype=np.float32),  # (n,)
+            )
+        )
+    # One set per call: padding in a shared batch perturbs the last float bits, and a model's vector
+    # must not depend on which other models it was embedded with (register vs reindex vs import).
+    vectors = [ctx.embedder.embed([one])[0] for one in sets]
+    points = []
+    for r, v in zip(todo, vectors, strict=True):
+        repo.set_embedding_state(s, r, ctx.embedder.fingerprint, len(scores[r.id]))
+        points.append(ModelPoint(id=r.id, vector=v, payload=model_payload(r)))
+    return points, {q: phi[q] for q in missing}
+
+
+def upsert_vectors(
+    ctx: Context, points: Sequence[ModelPoint], new_phi: Mapping[uuid.UUID, np.ndarray]
+) -> None:
+    """Write model vectors and newly encoded question vectors (inside the caller's transaction)."""
+    with index_write():
+        if new_phi:
+            ids = list(new_phi)
+            ctx.index.upsert_questions(ids, np.stack([new_phi[i] for i in ids]))
+        if points:
+            ctx.index.upsert_models(points)
+
+
+def new_question(key: str, text: str, category: str | None, benchmark: str | None) -> QuestionRow:
+    return QuestionRow(id=uuid.uuid4(), key=key, text=text, category=category, benchmark=benchmark)

@@ -1,0 +1,65 @@
+"""Service configuration: one pydantic-settings class read from `LOCUS_*` environment variables.
+
+The defaults are the embedded mode: SQLite and qdrant-client local mode under `data/`, the shipped
+encoder checkpoint. Production points `LOCUS_DATABASE_URL` at PostgreSQL and `LOCUS_QDRANT_URL` at
+a Qdrant server.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_query_cache() -> Path:
+    return Path.home() / ".cache" / "locus-registry" / "query"
+
+
+class Settings(BaseSettings):
+    """Everything the service and the CLI can be configured with (env prefix `LOCUS_`)."""
+
+    model_config = SettingsConfigDict(env_prefix="LOCUS_", env_file=None, extra="ignore")
+
+    database_url: str = Field(
+        default="sqlite:///data/registry.db",
+        description="SQLAlchemy URL (SQLite file or postgresql+psycopg://...).",
+    )
+    qdrant_url: str | None = Field(
+        default=None, description="Qdrant server URL; unset = local mode at qdrant_path."
+    )
+    qdrant_path: str = Field(default="data/qdrant", description="Local-mode storage folder, or ':memory:'.")
+    qdrant_api_key: SecretStr | None = Field(default=None, description="API key for a Qdrant server.")
+    encoder_checkpoint: Path | None = Field(
+        default=None,
+        description="Encoder checkpoint folder; unset = the shipped encoder/checkpoints/default.",
+    )
+    query_model: str | None = Field(
+        default=None, description="sentence-transformers model for question texts; unset = the checkpoint's."
+    )
+    query_cache_dir: Path | None = Field(
+        default_factory=_default_query_cache, description="On-disk cache of question encodings."
+    )
+    open_reads: bool = Field(default=False, description="Allow GET requests without an API key.")
+    auto_migrate: bool = Field(
+        default=True, description="Run migrations at startup when the database is SQLite (embedded mode)."
+    )
+    max_body_bytes: int = Field(default=32 * 1024 * 1024, gt=0, description="Largest accepted request body.")
+    max_items: int = Field(
+        default=100_000, gt=0, description="Most questions or evaluations accepted in one request."
+    )
+    host: str = Field(default="127.0.0.1", description="Address `locus-registry serve` binds to.")
+    port: int = Field(default=8000, ge=1, le=65535, description="Port `locus-registry serve` listens on.")
+    log_level: str = Field(default="info", description="Log level of the server.")
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings read from the environment (cached)."""
+    return Settings()

@@ -1,0 +1,166 @@
+"""ORM tables (SQLAlchemy 2 `Mapped` style). SQL is the source of truth; Qdrant vectors are rebuilt from it.
+
+Keys are UUIDs, timestamps are timezone-aware UTC, and every constraint is named by `NAMING` so that
+Alembic migrations come out identical on SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    CheckConstraint,
+    DateTime,
+    Dialect,
+    Float,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    Uuid,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+MODEL_STATUSES = ("active", "unavailable", "deprecated")
+SCOPES = ("read", "write", "admin")
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class UTCDateTime(TypeDecorator[dt.datetime]):
+    """A timezone-aware UTC timestamp; SQLite hands back naive values, which are read as UTC."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given; use timezone-aware UTC timestamps")
+        return value.astimezone(dt.UTC)
+
+    def process_result_value(self, value: dt.datetime | None, dialect: Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class ModelRow(Base):
+    """A registered LLM: what it is (metadata) and, through its evaluations, how it behaves."""
+
+    __tablename__ = "models"
+    __table_args__ = (
+        CheckConstraint(f"status IN {MODEL_STATUSES!r}", name="status"),
+        CheckConstraint("params_b IS NULL OR params_b >= 0", name="params_b"),
+        CheckConstraint("context_window IS NULL OR context_window >= 0", name="context_window"),
+        CheckConstraint("input_price IS NULL OR input_price >= 0", name="input_price"),
+        CheckConstraint("output_price IS NULL OR output_price >= 0", name="output_price"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    provider: Mapped[str | None] = mapped_column(String(100), index=True)
+    family: Mapped[str | None] = mapped_column(String(100))
+    base_model: Mapped[str | None] = mapped_column(String(200))
+    params_b: Mapped[float | None] = mapped_column(Float)  # parameter count, billions
+    context_window: Mapped[int | None] = mapped_column(Integer)
+    input_price: Mapped[float | None] = mapped_column(Float)  # USD per million input tokens
+    output_price: Mapped[float | None] = mapped_column(Float)  # USD per million output tokens
+    license: Mapped[str | None] = mapped_column(String(100))
+    status: Mapped[str] = mapped_column(String(16), default="active", index=True)
+    meta: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    tag_rows: Mapped[list[ModelTagRow]] = relationship(
+        cascade="all, delete-orphan", lazy="selectin", order_by="ModelTagRow.tag", passive_deletes=True
+    )
+    embedding: Mapped[EmbeddingStateRow | None] = relationship(
+        cascade="all, delete-orphan", lazy="selectin", passive_deletes=True
+    )
+
+    @property
+    def tags(self) -> list[str]:
+        return [t.tag for t in self.tag_rows]
+
+
+class ModelTagRow(Base):
+    """One tag of a model (a table rather than JSON so tag filters are plain SQL on both databases)."""
+
+    __tablename__ = "model_tags"
+
+    model_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"), primary_key=True)
+    tag: Mapped[str] = mapped_column(String(100), primary_key=True, index=True)
+
+
+class QuestionRow(Base):
+    """A question (prompt) identified by a client-chosen key; its encoding lives in Qdrant."""
+
+    __tablename__ = "questions"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    key: Mapped[str] = mapped_column(String(300), unique=True)
+    text: Mapped[str] = mapped_column(Text)
+    category: Mapped[str | None] = mapped_column(String(200))
+    benchmark: Mapped[str | None] = mapped_column(String(200), index=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class EvaluationRow(Base):
+    """The score of one model on one question; sending the pair again replaces the score."""
+
+    __tablename__ = "evaluations"
+    __table_args__ = (CheckConstraint("score >= 0 AND score <= 1", name="score"),)
+
+    model_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"), primary_key=True)
+    question_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("questions.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    score: Mapped[float] = mapped_column(Float)
+    source: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class EmbeddingStateRow(Base):
+    """Which encoder produced a model's current vector, from how many evaluations, and when."""
+
+    __tablename__ = "model_embeddings"
+
+    model_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"), primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    n_evaluations: Mapped[int] = mapped_column(Integer)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ApiKeyRow(Base):
+    """An API key, stored as the SHA-256 of the secret (keys are long random tokens, so no salt needed)."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    name: Mapped[str] = mapped_column(String(200))
+    prefix: Mapped[str] = mapped_column(String(16))  # first characters of the key, to recognise it
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    scopes: Mapped[str] = mapped_column(String(100))  # space-separated subset of SCOPES
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)

@@ -1,0 +1,301 @@
+"""`VectorIndex` on Qdrant: the only module that imports qdrant_client.
+
+One adapter serves the three qdrant-client modes: in memory (":memory:"), local on disk (`path`),
+and a server (`url`). Collections are named after the encoder fingerprint (`models_<fp>`,
+`questions_<fp>`), so vectors of two encoder versions never mix. Distances are Euclidean.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import uuid
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+from qdrant_client import QdrantClient
+from qdrant_client import models as qm
+
+from registry.ports import ModelFilter, ModelPoint, ScoredId
+
+# Payload fields the registry filters on, and their Qdrant index types (server mode only:
+# local mode scans payloads and ignores indexes).
+PAYLOAD_INDEXES: dict[str, qm.PayloadSchemaType] = {
+    "status": qm.PayloadSchemaType.KEYWORD,
+    "provider": qm.PayloadSchemaType.KEYWORD,
+    "family": qm.PayloadSchemaType.KEYWORD,
+    "license": qm.PayloadSchemaType.KEYWORD,
+    "tags": qm.PayloadSchemaType.KEYWORD,
+    "params_b": qm.PayloadSchemaType.FLOAT,
+    "context_window": qm.PayloadSchemaType.INTEGER,
+    "input_price": qm.PayloadSchemaType.FLOAT,
+    "output_price": qm.PayloadSchemaType.FLOAT,
+}
+UPSERT_BATCH = 512
+
+
+def to_filter(flt: ModelFilter | None) -> qm.Filter | None:
+    """Translate a ModelFilter into a Qdrant filter (None when it constrains nothing)."""
+    if flt is None:
+        return None
+    must: list[Any] = []
+    must_not: list[Any] = []
+    for key, values in (
+        ("status", flt.statuses),
+        ("provider", flt.providers),
+        ("family", flt.families),
+        ("license", flt.licenses),
+    ):
+        if values:
+            must.append(qm.FieldCondition(key=key, match=qm.MatchAny(any=list(values))))
+    for tag in flt.tags:
+        must.append(qm.FieldCondition(key="tags", match=qm.MatchValue(value=tag)))
+    for key, lo, hi in (
+        ("params_b", flt.min_params, flt.max_params),
+        ("context_window", flt.min_context_window, None),
+        ("input_price", None, flt.max_input_price),
+        ("output_price", None, flt.max_output_price),
+    ):
+        if lo is not None or hi is not None:
+            must.append(qm.FieldCondition(key=key, range=qm.Range(gte=lo, lte=hi)))
+    if flt.include_ids:
+        must.append(qm.HasIdCondition(has_id=[str(i) for i in flt.include_ids]))
+    if flt.exclude_ids:
+        must_not.append(qm.HasIdCondition(has_id=[str(i) for i in flt.exclude_ids]))
+    if not must and not must_not:
+        return None
+    return qm.Filter(must=must or None, must_not=must_not or None)
+
+
+def _only_excludes(flt: ModelFilter | None) -> bool:
+    return flt is not None and flt == ModelFilter(exclude_ids=flt.exclude_ids)
+
+
+class QdrantIndex:
+    """The registry's vector index on Qdrant (local mode, in memory, or a server)."""
+
+    def __init__(
+        self,
+        *,
+        url: str | None = None,
+        path: str | None = None,
+        api_key: str | None = None,
+        timeout: int = 30,
+    ) -> None:
+        if url:
+            self._client = QdrantClient(url=url, api_key=api_key, timeout=timeout)
+            self.local = False
+        elif path is None or path == ":memory:":
+            self._client = QdrantClient(location=":memory:")
+            self.local = True
+        else:
+            self._client = QdrantClient(path=path)
+            self.local = True
+        # The local-mode client is not thread-safe; the server client is.
+        self._lock: contextlib.AbstractContextManager[Any] = (
+            threading.RLock() if self.local else contextlib.nullcontext()
+        )
+        self._models: str | None = None
+        self._questions: str | None = None
+        self._model_dim = 0
+        self._query_dim = 0
+
+    # ------------------------------------------------------------ lifecycle
+
+    @property
+    def models_collection(self) -> str:
+        if self._models is None:
+            raise RuntimeError("call ensure_collections(fingerprint, ...) first")
+        return self._models
+
+    @property
+    def questions_collection(self) -> str:
+        if self._questions is None:
+            raise RuntimeError("call ensure_collections(fingerprint, ...) first")
+        return self._questions
+
+    def ensure_collections(self, fingerprint: str, model_dim: int, query_dim: int) -> None:
+        """Create (if absent) and select `models_<fp>` and `questions_<fp>`."""
+        self._models, self._questions = f"models_{fingerprint}", f"questions_{fingerprint}"
+        self._model_dim, self._query_dim = model_dim, query_dim
+        with self._lock:
+            self._create(self._models, model_dim, payload_indexes=True)
+            self._create(self._questions, query_dim, payload_indexes=False)
+
+    def _create(self, name: str, dim: int, *, payload_indexes: bool) -> None:
+        if self._client.collection_exists(name):
+            info = self._client.get_collection(name)
+            params = info.config.params.vectors
+            size = params.size if isinstance(params, qm.VectorParams) else None
+            if size != dim:
+                raise RuntimeError(f"Qdrant collection {name!r} holds {size}-d vectors, expected {dim}-d")
+            return
+        self._client.create_collection(
+            name, vectors_config=qm.VectorParams(size=dim, distance=qm.Distance.EUCLID)
+        )
+        if payload_indexes and not self.local:
+            for field, schema in PAYLOAD_INDEXES.items():
+                self._client.create_payload_index(name, field_name=field, field_schema=schema)
+
+    def healthy(self) -> bool:
+        try:
+            with self._lock:
+                self._client.get_collections()
+            return True
+        except Exception:
+            return False
+
+    def reset(self) -> None:
+        """Drop and recreate the current fingerprint's collections."""
+        with self._lock:
+            for name in (self.models_collection, self.questions_collection):
+                if self._client.collection_exists(name):
+                    self._client.delete_collection(name)
+            self._create(self.models_collection, self._model_dim, payload_indexes=True)
+            self._create(self.questions_collection, self._query_dim, payload_indexes=False)
+
+    def close(self) -> None:
+        with self._lock:
+            self._client.close()
+
+    # ------------------------------------------------------------ models
+
+    def upsert_models(self, points: Sequence[ModelPoint]) -> None:
+        structs = [
+            qm.PointStruct(id=str(p.id), vector=_as_list(p.vector, self._model_dim), payload=p.payload)
+            for p in points
+        ]
+        self._upsert(self.models_collection, structs)
+
+    def delete_models(self, ids: Sequence[uuid.UUID]) -> None:
+        self._delete(self.models_collection, ids)
+
+    def search_models(self, vector: np.ndarray, k: int, flt: ModelFilter | None = None) -> list[ScoredId]:
+        """The k nearest models (ascending Euclidean distance) that satisfy the filter."""
+        if k <= 0:
+            return []
+        query = _as_list(vector, self._model_dim)
+        if _only_excludes(flt):
+            # Local mode evaluates filters point by point in Python; an id exclusion is cheaper
+            # done here on a slightly longer unfiltered result.
+            assert flt is not None
+            excluded = {str(i) for i in flt.exclude_ids}
+            with self._lock:
+                res = self._client.query_points(
+                    self.models_collection, query=query, limit=k + len(excluded), with_payload=False
+                )
+            hits = [p for p in res.points if str(p.id) not in excluded][:k]
+        else:
+            with self._lock:
+                res = self._client.query_points(
+                    self.models_collection,
+                    query=query,
+                    limit=k,
+                    query_filter=to_filter(flt),
+                    with_payload=False,
+                )
+            hits = res.points
+        return [ScoredId(uuid.UUID(str(p.id)), float(p.score)) for p in hits]
+
+    def get_model_vectors(self, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, np.ndarray]:
+        return self._retrieve(self.models_collection, ids)
+
+    def scan_models(self, flt: ModelFilter | None = None) -> tuple[list[uuid.UUID], np.ndarray]:
+        """All matching model ids and their vectors (N, model_dim)."""
+        ids: list[uuid.UUID] = []
+        vecs: list[list[float]] = []
+        for record in self._scroll(self.models_collection, to_filter(flt)):
+            ids.append(uuid.UUID(str(record.id)))
+            vecs.append(_vector_of(record))
+        arr = np.asarray(vecs, dtype=np.float32).reshape(len(ids), self._model_dim)
+        return ids, arr
+
+    def get_model_payloads(self, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, dict[str, Any]]:
+        """Stored payloads (the filterable metadata) of these models."""
+        with self._lock:
+            records = self._client.retrieve(
+                self.models_collection, ids=[str(i) for i in ids], with_payload=True
+            )
+        return {uuid.UUID(str(r.id)): dict(r.payload or {}) for r in records}
+
+    def count_models(self) -> int:
+        with self._lock:
+            return int(self._client.count(self.models_collection, exact=True).count)
+
+    # ------------------------------------------------------------ questions
+
+    def upsert_questions(self, ids: Sequence[uuid.UUID], vectors: np.ndarray) -> None:
+        if len(ids) != len(vectors):
+            raise ValueError(f"{len(ids)} question ids for {len(vectors)} vectors")
+        structs = [
+            qm.PointStruct(id=str(i), vector=_as_list(v, self._query_dim))
+            for i, v in zip(ids, vectors, strict=True)
+        ]
+        self._upsert(self.questions_collection, structs)
+
+    def get_question_vectors(self, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, np.ndarray]:
+        return self._retrieve(self.questions_collection, ids)
+
+    def delete_questions(self, ids: Sequence[uuid.UUID]) -> None:
+        self._delete(self.questions_collection, ids)
+
+    def count_questions(self) -> int:
+        with self._lock:
+            return int(self._client.count(self.questions_collection, exact=True).count)
+
+    # ------------------------------------------------------------ helpers
+
+    def _upsert(self, collection: str, structs: list[qm.PointStruct]) -> None:
+        with self._lock:
+            for start in range(0, len(structs), UPSERT_BATCH):
+                self._client.upsert(collection, points=structs[start : start + UPSERT_BATCH], wait=True)
+
+    def _delete(self, collection: str, ids: Sequence[uuid.UUID]) -> None:
+        if not ids:
+            return
+        with self._lock:
+            self._client.delete(collection, points_selector=qm.PointIdsList(points=[str(i) for i in ids]))
+
+    def _retrieve(self, collection: str, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, np.ndarray]:
+        out: dict[uuid.UUID, np.ndarray] = {}
+        for start in range(0, len(ids), 4_096):
+            part = [str(i) for i in ids[start : start + 4_096]]
+            with self._lock:
+                records = self._client.retrieve(collection, ids=part, with_vectors=True, with_payload=False)
+            for r in records:
+                out[uuid.UUID(str(r.id))] = np.asarray(_vector_of(r), dtype=np.float32)
+        return out
+
+    def _scroll(self, collection: str, flt: qm.Filter | None) -> Iterator[qm.Record]:
+        offset: Any = None
+        while True:
+            with self._lock:
+                records, offset = self._client.scroll(
+                    collection,
+                    scroll_filter=flt,
+                    limit=1_000,
+                    offset=offset,
+                    with_vectors=True,
+                    with_payload=False,
+                )
+            yield from records
+            if offset is None:
+                return
+
+
+def _as_list(vector: np.ndarray, dim: int) -> list[float]:
+    v = np.asarray(vector, dtype=np.float32).reshape(-1)
+    if v.shape[0] != dim:
+        raise ValueError(f"vector has {v.shape[0]} dimensions, the collection expects {dim}")
+    if not np.all(np.isfinite(v)):
+        raise ValueError("vector contains NaN or infinity")
+    out: list[float] = v.tolist()
+    return out
+
+
+def _vector_of(record: qm.Record) -> list[float]:
+    vec = record.vector
+    if not isinstance(vec, list):
+        raise RuntimeError(f"point {record.id} has no plain vector")
+    return [float(x) for x in vec]  # type: ignore[arg-type]
