@@ -5,7 +5,7 @@ raises `IndexUnavailable` inside the transaction, so nothing is committed.
 """
 
 from registry.services.common import Progress
-from registry.services.context import Context
+from registry.services.context import Context, Sessions, SessionSource
 from registry.services.keys import authenticate, create_api_key, list_api_keys, revoke_api_key
 from registry.services.maintenance import EvalTable, import_source, readiness, reindex, stale_models
 from registry.services.models import (
@@ -27,6 +27,8 @@ __all__ = [
     "Context",
     "EvalTable",
     "Progress",
+    "SessionSource",
+    "Sessions",
     "add_evaluations",
     "add_questions",
     "authenticate",

@@ -3,10 +3,25 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from registry.ports import Embedder, VectorIndex
+
+
+class SessionSource(Protocol):
+    """Anything with a session factory: enough for use cases that touch SQL only (API keys)."""
+
+    @property
+    def session_factory(self) -> sessionmaker[Session]: ...
+
+
+@dataclass
+class Sessions:
+    """A SessionSource without index or embedder (the CLI's `keys` and `db` commands need no more)."""
+
+    session_factory: sessionmaker[Session]
 
 
 @dataclass

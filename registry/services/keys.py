@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from registry import repositories as repo
 from registry.errors import Forbidden, InvalidInput, NotFound, Unauthenticated
 from registry.schemas import ApiKeyCreated, ApiKeyRead, Scope
-from registry.services.context import Context
+from registry.services.context import SessionSource
 from registry.tables import SCOPES, ApiKeyRow, utcnow
 
 KEY_PREFIX = "lr_"
@@ -36,7 +36,7 @@ def _read(row: ApiKeyRow) -> ApiKeyRead:
     )
 
 
-def create_api_key(ctx: Context, name: str, scopes: Sequence[str]) -> ApiKeyCreated:
+def create_api_key(ctx: SessionSource, name: str, scopes: Sequence[str]) -> ApiKeyCreated:
     """Create a key; the returned `key` is the only time the secret is visible."""
     bad = [sc for sc in scopes if sc not in SCOPES]
     if bad:
@@ -60,7 +60,7 @@ def create_api_key(ctx: Context, name: str, scopes: Sequence[str]) -> ApiKeyCrea
         return ApiKeyCreated(**_read(row).model_dump(), key=secret)
 
 
-def authenticate(ctx: Context, key: str | None, scope: Scope) -> ApiKeyRead:
+def authenticate(ctx: SessionSource, key: str | None, scope: Scope) -> ApiKeyRead:
     """The key's record if it exists, is not revoked and grants `scope` (directly or by a higher one)."""
     if not key:
         raise Unauthenticated("missing API key: send `Authorization: Bearer <key>`")
@@ -73,13 +73,13 @@ def authenticate(ctx: Context, key: str | None, scope: Scope) -> ApiKeyRead:
         return _read(row)
 
 
-def list_api_keys(ctx: Context) -> list[ApiKeyRead]:
+def list_api_keys(ctx: SessionSource) -> list[ApiKeyRead]:
     """All keys (without secrets), oldest first."""
     with ctx.session_factory() as s:
         return [_read(r) for r in repo.list_api_keys(s)]
 
 
-def revoke_api_key(ctx: Context, key_id: uuid.UUID) -> ApiKeyRead:
+def revoke_api_key(ctx: SessionSource, key_id: uuid.UUID) -> ApiKeyRead:
     """Revoke a key (idempotent); it stops working at once."""
     with ctx.session_factory() as s, s.begin():
         row = repo.get_api_key(s, key_id)

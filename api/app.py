@@ -1,0 +1,127 @@
+"""`create_app(settings)`: the FastAPI application. Heavy objects are built in the lifespan, not at import."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import APIRouter, FastAPI
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from api import errors
+from api.deps import Container
+from api.routes import health, keys, models, questions
+from registry.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+ROUTERS: list[APIRouter] = [health.router, questions.router, models.router, keys.router]
+# Routers of other packages, included when their module exists.
+OPTIONAL_ROUTERS = ["api.routes.decisions"]
+
+
+class BodyLimit:
+    """Refuse request bodies over `max_bytes` with 413 (declared length or counted while streaming)."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers", [])).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await self._refuse(send, int(declared))
+            return
+        seen = 0
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise _TooLarge(seen)
+            return message
+
+        try:
+            await self.app(scope, counted, send)
+        except _TooLarge as exc:
+            await self._refuse(send, exc.size)
+
+    async def _refuse(self, send: Send, size: int) -> None:
+        body = json.dumps(
+            errors.error_body(
+                "PayloadTooLarge", f"request body of {size} bytes exceeds the limit of {self.max_bytes} bytes"
+            )
+        ).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+class _TooLarge(Exception):
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+
+def _optional_routers() -> list[APIRouter]:
+    out = []
+    for name in OPTIONAL_ROUTERS:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise  # the module exists but one of its imports is missing: a real error
+            continue
+        out.append(module.router)
+    return out
+
+
+def create_app(settings: Settings | None = None, *, container: Container | None = None) -> FastAPI:
+    """The registry's HTTP application.
+
+    Without `container`, the lifespan builds one from `settings` (engine, Qdrant index, embedder)
+    and closes it on shutdown; tests pass a ready container to reuse a small encoder.
+    """
+    cfg = settings or (container.settings if container is not None else get_settings())
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if container is not None:
+            app.state.container = container
+            yield
+            return
+        from api.wiring import build_container  # imports torch: keep it out of module import
+
+        built = build_container(cfg)
+        app.state.container = built
+        try:
+            yield
+        finally:
+            built.close()
+
+    app = FastAPI(
+        title="LOCUS model registry",
+        version="0.1.0",
+        description="Register LLMs with their evaluations; find models that behave alike.",
+        lifespan=lifespan,
+    )
+    errors.install(app)
+    for router in [*ROUTERS, *_optional_routers()]:
+        app.include_router(router)
+    app.add_middleware(BodyLimit, max_bytes=cfg.max_body_bytes)
+    return app

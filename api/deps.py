@@ -1,0 +1,95 @@
+"""Dependency wiring: the container on `app.state`, authentication, shared query parameters."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+from fastapi import Depends, Query, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy import Engine
+
+from registry import services
+from registry.ports import ModelFilter
+from registry.schemas import ApiKeyRead, Scope, Status
+from registry.services import Context
+from registry.settings import Settings
+
+
+@dataclass
+class Container(Context):
+    """The app's collaborators: a registry `Context` (pass it to services) plus settings and engine."""
+
+    settings: Settings = field(kw_only=True)
+    engine: Engine | None = field(default=None, kw_only=True)
+
+    def close(self) -> None:
+        """Release the index (frees the local-mode lock) and the database pool."""
+        close = getattr(self.index, "close", None)
+        if close is not None:
+            close()
+        if self.engine is not None:
+            self.engine.dispose()
+
+
+def get_container(request: Request) -> Container:
+    """The container built in the app's lifespan."""
+    container: Container = request.app.state.container
+    return container
+
+
+ContainerDep = Annotated[Container, Depends(get_container)]
+
+_bearer = HTTPBearer(auto_error=False, description="An API key from `locus-registry keys create`.")
+
+
+def require(scope: Scope) -> Any:
+    """A dependency that admits requests whose Bearer key grants `scope` (reads may be open)."""
+
+    def check(
+        container: ContainerDep,
+        creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    ) -> ApiKeyRead | None:
+        key = creds.credentials if creds is not None else None
+        if key is None and scope == "read" and container.settings.open_reads:
+            return None
+        return services.authenticate(container, key, scope)
+
+    return check
+
+
+ReadAuth = Annotated[ApiKeyRead | None, Depends(require("read"))]
+WriteAuth = Annotated[ApiKeyRead | None, Depends(require("write"))]
+AdminAuth = Annotated[ApiKeyRead | None, Depends(require("admin"))]
+
+
+def model_filter(
+    status: Annotated[list[Status] | None, Query(description="any of these statuses")] = None,
+    provider: Annotated[list[str] | None, Query(description="any of these providers")] = None,
+    family: Annotated[list[str] | None, Query()] = None,
+    license: Annotated[list[str] | None, Query()] = None,
+    tag: Annotated[list[str] | None, Query(description="every one of these tags")] = None,
+    min_params: Annotated[float | None, Query(ge=0, description="billions")] = None,
+    max_params: Annotated[float | None, Query(ge=0, description="billions")] = None,
+    min_context_window: Annotated[int | None, Query(ge=0)] = None,
+    max_input_price: Annotated[float | None, Query(ge=0, description="USD per million tokens")] = None,
+    max_output_price: Annotated[float | None, Query(ge=0, description="USD per million tokens")] = None,
+) -> ModelFilter:
+    """Model filters shared by listing, similarity and decision endpoints."""
+    return ModelFilter(
+        statuses=tuple(status or ()),
+        providers=tuple(provider or ()),
+        families=tuple(family or ()),
+        licenses=tuple(license or ()),
+        tags=tuple(tag or ()),
+        min_params=min_params,
+        max_params=max_params,
+        min_context_window=min_context_window,
+        max_input_price=max_input_price,
+        max_output_price=max_output_price,
+    )
+
+
+FilterDep = Annotated[ModelFilter, Depends(model_filter)]
+Limit = Annotated[int, Query(ge=1, le=1000, description="page size")]
+Offset = Annotated[int, Query(ge=0)]

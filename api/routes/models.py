@@ -1,0 +1,84 @@
+"""/v1/models: register, read, list, patch, delete, evaluations, similar."""
+
+from __future__ import annotations
+
+import uuid
+
+from fastapi import APIRouter, Query, Response
+
+from api.deps import ContainerDep, FilterDep, Limit, Offset, ReadAuth, WriteAuth
+from registry import services
+from registry.schemas import (
+    EvaluationRead,
+    EvaluationsAdd,
+    ModelCreate,
+    ModelRead,
+    ModelUpdate,
+    Page,
+    SimilarRead,
+)
+
+router = APIRouter(prefix="/v1/models", tags=["models"])
+
+
+@router.post("", status_code=201)
+def register_model(body: ModelCreate, container: ContainerDep, _: WriteAuth) -> ModelRead:
+    """Register a model with optional evaluations; the response carries its embedding."""
+    return services.register_model(container, body)
+
+
+@router.get("")
+def list_models(
+    container: ContainerDep, _: ReadAuth, flt: FilterDep, limit: Limit = 50, offset: Offset = 0
+) -> Page[ModelRead]:
+    """Models matching the filters, ordered by name."""
+    return services.list_models(container, flt, limit=limit, offset=offset)
+
+
+@router.get("/{model_id}")
+def get_model(
+    model_id: uuid.UUID,
+    container: ContainerDep,
+    _: ReadAuth,
+    include_vector: bool = Query(False, description="include the embedding vector"),
+) -> ModelRead:
+    return services.get_model(container, model_id, include_vector=include_vector)
+
+
+@router.patch("/{model_id}")
+def update_model(model_id: uuid.UUID, body: ModelUpdate, container: ContainerDep, _: WriteAuth) -> ModelRead:
+    """Change metadata (e.g. `status`); filters see the change at once."""
+    return services.update_model(container, model_id, body)
+
+
+@router.delete("/{model_id}", status_code=204)
+def delete_model(model_id: uuid.UUID, container: ContainerDep, _: WriteAuth) -> Response:
+    services.delete_model(container, model_id)
+    return Response(status_code=204)
+
+
+@router.post("/{model_id}/evaluations")
+def add_evaluations(
+    model_id: uuid.UUID, body: EvaluationsAdd, container: ContainerDep, _: WriteAuth
+) -> ModelRead:
+    """Add or replace scores; the embedding is recomputed from the full evaluation set."""
+    return services.add_evaluations(container, model_id, body.evaluations)
+
+
+@router.get("/{model_id}/evaluations")
+def list_evaluations(
+    model_id: uuid.UUID, container: ContainerDep, _: ReadAuth, limit: Limit = 100, offset: Offset = 0
+) -> Page[EvaluationRead]:
+    return services.list_evaluations(container, model_id, limit=limit, offset=offset)
+
+
+@router.get("/{model_id}/similar")
+def similar_models(
+    model_id: uuid.UUID,
+    container: ContainerDep,
+    _: ReadAuth,
+    flt: FilterDep,
+    k: int = Query(10, ge=1, le=1000),
+) -> SimilarRead:
+    """The k nearest models by embedding distance (the model itself excluded), with distances."""
+    return services.similar_models(container, model_id, k, flt)

@@ -1,0 +1,64 @@
+"""Building the concrete collaborators from settings: engine, Qdrant index, embedder, container."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from sqlalchemy import Engine
+
+from api.deps import Container
+from encoder.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
+from encoder.inference import LocusEmbedder
+from encoder.query import QueryEncoder
+from registry import migrate
+from registry.db import make_engine, make_session_factory
+from registry.settings import Settings
+from registry.vectors import QdrantIndex
+
+log = logging.getLogger(__name__)
+
+
+def build_engine(settings: Settings, *, migrate_sqlite: bool | None = None) -> Engine:
+    """The database engine; in embedded mode (SQLite) the schema is brought up to date first."""
+    engine = make_engine(settings.database_url)
+    if settings.is_sqlite and (settings.auto_migrate if migrate_sqlite is None else migrate_sqlite):
+        migrate.upgrade(engine)
+    return engine
+
+
+def build_index(settings: Settings) -> QdrantIndex:
+    """A Qdrant server client when `qdrant_url` is set, else local mode at `qdrant_path`."""
+    if settings.qdrant_url:
+        key = settings.qdrant_api_key.get_secret_value() if settings.qdrant_api_key else None
+        return QdrantIndex(url=settings.qdrant_url, api_key=key)
+    if settings.qdrant_path != ":memory:":
+        Path(settings.qdrant_path).mkdir(parents=True, exist_ok=True)
+    return QdrantIndex(path=settings.qdrant_path)
+
+
+def build_embedder(settings: Settings) -> LocusEmbedder:
+    """The encoder checkpoint (shipped default unless configured) with its query encoder."""
+    path = settings.encoder_checkpoint or DEFAULT_CHECKPOINT
+    model, fp = load_checkpoint(path)
+    query_model = settings.query_model or model.cfg.query_model
+    encoder = QueryEncoder(query_model, cache_dir=settings.query_cache_dir)
+    log.info("encoder %s (fingerprint %s), query model %s", path, fp, query_model)
+    return LocusEmbedder(model, encoder, fingerprint_=fp)
+
+
+def build_container(settings: Settings) -> Container:
+    """Everything the API and the CLI's index-touching commands need, wired together."""
+    engine = build_engine(settings)
+    embedder = build_embedder(settings)
+    index = build_index(settings)
+    container = Container(
+        session_factory=make_session_factory(engine),
+        index=index,
+        embedder=embedder,
+        max_items=settings.max_items,
+        settings=settings,
+        engine=engine,
+    )
+    container.ensure_collections()
+    return container
