@@ -76,7 +76,8 @@ def import_source(
     limit_models: int | None = None,
     progress: Progress | None = None,
 ) -> ImportReport:
-    """Bulk-load a benchmark: questions keyed `<source>:<question_id>`, models by name, their scores.
+    """Bulk-load a benchmark: questions keyed `<source>:<question_id>` (ids already prefixed with the
+    source name are kept), models by name, their scores.
 
     A model already registered under the same name gains these evaluations (re-importing replaces
     the scores). Each new question text is encoded once. One transaction: all or nothing.
@@ -93,7 +94,10 @@ def import_source(
     if finite.size and (finite.min() < 0 or finite.max() > 1):
         raise InvalidInput(f"source {source.name!r}: scores must lie in [0, 1]")
     m_take = n_models if limit_models is None else max(0, min(limit_models, n_models))
-    keys = [f"{source.name}:{q}" for q in source.question_ids]
+    keys = [
+        q if q.startswith((f"{source.name}/", f"{source.name}:")) else f"{source.name}:{q}"
+        for q in source.question_ids
+    ]
     ctx.ensure_collections()
     with ctx.session_factory() as s, s.begin():
         existing = repo.get_questions_by_keys(s, keys)
