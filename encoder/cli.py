@@ -180,7 +180,9 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--holdout", type=float, default=0.0, help="fraction of models never trained on")
     t.add_argument("--steps", type=int, default=TrainConfig.steps)
     t.add_argument("--batch-models", type=int, default=TrainConfig.batch_models)
+    t.add_argument("--min-set", type=int, default=TrainConfig.min_set)
     t.add_argument("--max-set", type=int, default=TrainConfig.max_set)
+    t.add_argument("--n-targets", type=int, default=TrainConfig.n_targets)
     t.add_argument("--eval-every", type=int, default=TrainConfig.eval_every)
     t.add_argument("--patience", type=int, default=TrainConfig.patience)
     t.add_argument("--threads", type=int, default=None)
@@ -203,7 +205,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     tcfg = TrainConfig(
         steps=args.steps,
         batch_models=args.batch_models,
+        min_set=args.min_set,
         max_set=args.max_set,
+        n_targets=args.n_targets,
         eval_every=args.eval_every,
         patience=args.patience,
         threads=args.threads,

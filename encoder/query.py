@@ -91,7 +91,12 @@ class QueryEncoder:
         self.model_name = model_name
         self.batch_size = batch_size
         self._model = SentenceTransformer(resolve_model_path(model_name), device=device)
-        dim = self._model.get_sentence_embedding_dimension()
+        # sentence-transformers >= 5 renamed the getter; older releases only have the first name.
+        getter = (
+            getattr(self._model, "get_embedding_dimension", None)
+            or self._model.get_sentence_embedding_dimension
+        )
+        dim = getter()
         if dim is None:  # pragma: no cover - every pooling model reports it
             raise ValueError(f"query model {model_name!r} does not report its dimension")
         self.dim: int = int(dim)

@@ -227,8 +227,13 @@ def train(
     out_dir: Path | None = None,
     resume: bool = False,
     progress: bool = True,
+    stop_after: int | None = None,
 ) -> TrainResult:
-    """Train `model` in place; the best validation weights are loaded back at the end."""
+    """Train `model` in place; the best validation weights are loaded back at the end.
+
+    `stop_after` ends this invocation at that step (state saved when `out_dir` is given), so a long
+    run can be split into pieces and continued with `resume=True`.
+    """
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(seed)
@@ -263,7 +268,8 @@ def train(
     started = time.perf_counter() - elapsed
     bar = tqdm(total=cfg.steps, initial=step, disable=not progress, desc="train", unit="step")
     running = float("nan")
-    while step < cfg.steps and bad < cfg.patience:
+    last = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
+    while step < last and bad < cfg.patience:
         frac = min(1.0, step / max(1, cfg.steps))
         noise = cfg.noise_end + 0.5 * (cfg.noise_start - cfg.noise_end) * (1 + math.cos(math.pi * frac))
         warm = min(1.0, (step + 1) / max(1, cfg.warmup_steps))
@@ -296,7 +302,7 @@ def train(
                 bad += cfg.eval_every
             bar.set_postfix(loss=f"{running:.4f}", val=f"{score:.4f}", best=f"{best_score:.4f}@{best_step}")
             log.info("step %d loss %.4f val_hit1 %.4f %s", step, running, score, json.dumps(val))
-        if state_path is not None and (step % cfg.save_every == 0 or step == cfg.steps):
+        if state_path is not None and (step % cfg.save_every == 0 or step in (cfg.steps, last)):
             _save_state(
                 state_path,
                 model,
