@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import torch
 from sqlalchemy import Engine
 
 from api.deps import Container
@@ -39,6 +40,8 @@ def build_index(settings: Settings) -> QdrantIndex:
 
 def build_embedder(settings: Settings) -> LocusEmbedder:
     """The encoder checkpoint (shipped default unless configured) with its query encoder."""
+    if settings.torch_threads is not None:
+        torch.set_num_threads(settings.torch_threads)
     path = settings.encoder_checkpoint or DEFAULT_CHECKPOINT
     model, fp = load_checkpoint(path)
     query_model = settings.query_model or model.cfg.query_model

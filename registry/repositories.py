@@ -42,6 +42,10 @@ def get_model(s: Session, model_id: uuid.UUID) -> ModelRow | None:
     return s.get(ModelRow, model_id)
 
 
+def model_exists(s: Session, model_id: uuid.UUID) -> bool:
+    return s.scalar(select(ModelRow.id).where(ModelRow.id == model_id)) is not None
+
+
 def get_model_by_name(s: Session, name: str) -> ModelRow | None:
     return s.scalars(select(ModelRow).where(ModelRow.name == name)).one_or_none()
 

@@ -50,6 +50,12 @@ class Settings(BaseSettings):
     max_items: int = Field(
         default=100_000, gt=0, description="Most questions or evaluations accepted in one request."
     )
+    torch_threads: int | None = Field(
+        default=1,
+        ge=1,
+        description="Intra-op threads of the encoder; 1 suits a server running requests concurrently. "
+        "Unset = torch's default (all cores).",
+    )
     host: str = Field(default="127.0.0.1", description="Address `locus-registry serve` binds to.")
     port: int = Field(default=8000, ge=1, le=65535, description="Port `locus-registry serve` listens on.")
     log_level: str = Field(default="info", description="Log level of the server.")

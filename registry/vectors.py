@@ -8,6 +8,7 @@ and a server (`url`). Collections are named after the encoder fingerprint (`mode
 from __future__ import annotations
 
 import contextlib
+import itertools
 import threading
 import uuid
 from collections.abc import Iterator, Sequence
@@ -82,6 +83,7 @@ class QdrantIndex:
         path: str | None = None,
         api_key: str | None = None,
         timeout: int = 30,
+        question_cache: int = 200_000,
     ) -> None:
         if url:
             self._client = QdrantClient(url=url, api_key=api_key, timeout=timeout)
@@ -96,6 +98,11 @@ class QdrantIndex:
         self._lock: contextlib.AbstractContextManager[Any] = (
             threading.RLock() if self.local else contextlib.nullcontext()
         )
+        # Question encodings never change for an id (a key's text is immutable), so a bounded
+        # in-process cache saves re-reading up to thousands of vectors per registration.
+        self._qcache: dict[uuid.UUID, np.ndarray] = {}
+        self._qcache_size = question_cache
+        self._qcache_lock = threading.Lock()
         self._models: str | None = None
         self._questions: str | None = None
         self._model_dim = 0
@@ -118,6 +125,7 @@ class QdrantIndex:
     def ensure_collections(self, fingerprint: str, model_dim: int, query_dim: int) -> None:
         """Create (if absent) and select `models_<fp>` and `questions_<fp>`."""
         self._models, self._questions = f"models_{fingerprint}", f"questions_{fingerprint}"
+        self._qcache.clear()
         self._model_dim, self._query_dim = model_dim, query_dim
         with self._lock:
             self._create(self._models, model_dim, payload_indexes=True)
@@ -149,6 +157,7 @@ class QdrantIndex:
     def reset(self) -> None:
         """Drop and recreate the current fingerprint's collections."""
         with self._lock:
+            self._qcache.clear()
             for name in (self.models_collection, self.questions_collection):
                 if self._client.collection_exists(name):
                     self._client.delete_collection(name)
@@ -233,12 +242,31 @@ class QdrantIndex:
             for i, v in zip(ids, vectors, strict=True)
         ]
         self._upsert(self.questions_collection, structs)
+        self._remember(dict(zip(ids, np.asarray(vectors, dtype=np.float32), strict=True)))
 
     def get_question_vectors(self, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, np.ndarray]:
-        return self._retrieve(self.questions_collection, ids)
+        out = {i: v for i in ids if (v := self._qcache.get(i)) is not None}
+        missing = [i for i in ids if i not in out]
+        if missing:
+            found = self._retrieve(self.questions_collection, missing)
+            self._remember(found)
+            out.update(found)
+        return out
 
     def delete_questions(self, ids: Sequence[uuid.UUID]) -> None:
+        for i in ids:
+            self._qcache.pop(i, None)
         self._delete(self.questions_collection, ids)
+
+    def _remember(self, vectors: dict[uuid.UUID, np.ndarray]) -> None:
+        if self._qcache_size <= 0:
+            return
+        with self._qcache_lock:
+            self._qcache.update(vectors)
+            excess = len(self._qcache) - self._qcache_size
+            if excess > 0:  # dicts keep insertion order: drop the oldest
+                for key in list(itertools.islice(self._qcache, excess)):
+                    self._qcache.pop(key, None)
 
     def count_questions(self) -> int:
         with self._lock:
@@ -264,7 +292,7 @@ class QdrantIndex:
             with self._lock:
                 records = self._client.retrieve(collection, ids=part, with_vectors=True, with_payload=False)
             for r in records:
-                out[uuid.UUID(str(r.id))] = np.asarray(_vector_of(r), dtype=np.float32)
+                out[uuid.UUID(str(r.id))] = np.asarray(_plain_vector(r), dtype=np.float32)
         return out
 
     def _scroll(self, collection: str, flt: qm.Filter | None) -> Iterator[qm.Record]:
@@ -292,6 +320,13 @@ def _as_list(vector: np.ndarray, dim: int) -> list[float]:
         raise ValueError("vector contains NaN or infinity")
     out: list[float] = v.tolist()
     return out
+
+
+def _plain_vector(record: qm.Record) -> list[float]:
+    vec = record.vector
+    if not isinstance(vec, list):
+        raise RuntimeError(f"point {record.id} has no plain vector")
+    return vec  # type: ignore[return-value]
 
 
 def _vector_of(record: qm.Record) -> list[float]:

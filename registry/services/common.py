@@ -119,13 +119,18 @@ def embed_rows(
     s: Session,
     rows: Sequence[ModelRow],
     cache: dict[uuid.UUID, np.ndarray] | None = None,
+    known: dict[uuid.UUID, list[tuple[uuid.UUID, float]]] | None = None,
 ) -> tuple[list[ModelPoint], dict[uuid.UUID, np.ndarray]]:
     """Embed each model from its full evaluation set in canonical order (sorted by question id).
 
     Records the embedding state in SQL (flushed). Returns the points to upsert (models with no
-    evaluations get none) and the query encodings that were missing from the index.
+    evaluations get none) and the query encodings that were missing from the index. `known`
+    gives each model's (question_id, score) pairs instead of reading them back from SQL.
     """
-    scores = repo.model_scores(s, [r.id for r in rows])
+    if known is not None:  # a brand-new model's full set is exactly what was just written
+        scores = {m: sorted(pairs, key=lambda p: p[0]) for m, pairs in known.items()}
+    else:
+        scores = repo.model_scores(s, [r.id for r in rows])
     needed = sorted({q for pairs in scores.values() for q, _ in pairs})
     phi, missing = question_phi(ctx, s, needed, cache)
     todo = [r for r in rows if scores.get(r.id)]

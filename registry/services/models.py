@@ -52,10 +52,10 @@ def _store_evaluations(
     questions, new_rows = resolve_evaluation_questions(s, items)
     if new_rows:
         repo.add_questions(s, new_rows)
-    repo.upsert_evaluations(
-        s, row.id, [(questions[e.question].id, e.score, e.source) for e in items], new_model=new_model
-    )
-    points, new_phi = embed_rows(ctx, s, [row])
+    triples = [(questions[e.question].id, e.score, e.source) for e in items]
+    repo.upsert_evaluations(s, row.id, triples, new_model=new_model)
+    known = {row.id: [(q, y) for q, y, _ in triples]} if new_model else None
+    points, new_phi = embed_rows(ctx, s, [row], known=known)
     upsert_vectors(ctx, points, new_phi)
     return to_model_read(row, points[0].vector if points else None)
 
@@ -188,7 +188,8 @@ def similar_models(
     if k < 1:
         raise InvalidInput(f"k must be at least 1, got {k}")
     with ctx.session_factory() as s:
-        _load(s, model_id)
+        if not repo.model_exists(s, model_id):
+            raise NotFound(f"model {model_id} does not exist")
     vec = ctx.index.get_model_vectors([model_id]).get(model_id)
     if vec is None:
         raise EmbeddingMissing(
