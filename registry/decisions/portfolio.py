@@ -8,6 +8,7 @@ excluded models cannot be chosen but are still covered. Under a budget, models w
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -212,16 +213,35 @@ def k_medoids(
     cap = dist[:, inc].min(axis=1) if inc else np.full(n, big)  # (N,)
     can = selectable.copy()
     can[inc] = False
-    d = np.where(can[None, :], dist, big)  # rows: points, columns: medoids (kmedoids' convention)
-    d = np.minimum(d, cap[:, None])
-    diag = np.where(can, 0.0, cap)
-    d[np.arange(n), np.arange(n)] = diag
+    if not inc and can.all():
+        d = dist  # the plain problem: no copy of a possibly large matrix
+    else:
+        d = dist.copy()  # rows: points, columns: medoids (kmedoids' convention)
+        d[:, ~can] = big
+        if inc:
+            np.minimum(d, cap[:, None], out=d)
+        d[np.arange(n), np.arange(n)] = np.where(can, 0.0, cap)
     res = kmedoids.fasterpam(d, free, init="build", random_state=seed, n_cpu=1)
     med = [int(m) for m in res.medoids]
     # A zero-gain unselectable medoid can only appear when selectable ones tie with it; swap it out.
     spare = [int(i) for i in np.flatnonzero(can) if int(i) not in med]
     med = [m if can[m] else spare.pop(0) for m in med]
     return inc + sorted(med, key=lambda m: (cap[m] if inc else 0.0, m))
+
+
+def _gains(cur: np.ndarray, dist: np.ndarray, cols: np.ndarray, chunk: int = 512) -> np.ndarray:
+    """Coverage gain sum_i max(0, cur_i - d(i, j)) of each column j in cols, in column chunks."""
+    out = np.empty(len(cols))
+    for s in range(0, len(cols), chunk):
+        c = cols[s : s + chunk]
+        out[s : s + chunk] = np.maximum(cur[:, None] - dist[:, c], 0.0).sum(axis=0)
+    return out
+
+
+def _ratio(gain: float, weight: float) -> float:
+    if weight > 0:
+        return gain / weight
+    return math.inf if gain > 0 else 0.0
 
 
 def coverage_greedy(
@@ -235,7 +255,8 @@ def coverage_greedy(
 ) -> list[int]:
     """Cost-effective greedy for facility-location coverage, with gain per unit weight.
 
-    Coverage f(S) = sum_i (D - min_{j in S} d(i, j)), D the pool's diameter: monotone submodular.
+    Coverage f(S) = sum_i (D - min_{j in S} d(i, j)), D the pool's diameter: monotone submodular, so
+    gains only shrink and the greedy is evaluated lazily (Minoux): a stale gain is an upper bound.
     Each step adds the affordable model with the largest gain / weight (gain alone without weights).
     Under a budget the result is the better of that greedy set and the best single affordable model
     (Khuller, Moss and Naor), which guarantees a constant fraction of the optimum.
@@ -244,38 +265,36 @@ def coverage_greedy(
     w = np.ones(n) if weights is None else np.nan_to_num(weights, nan=np.inf)
     diameter = float(dist.max()) if n > 1 else 1.0
     limit = n if k is None else k
-    spent = float(w[list(include)].sum()) if include else 0.0
-    left = math.inf if budget is None else budget - spent
+    left = math.inf if budget is None else budget - (float(w[list(include)].sum()) if include else 0.0)
     chosen = list(include)
     cur = dist[:, chosen].min(axis=1) if chosen else np.full(n, diameter)
-    taken = np.zeros(n, dtype=bool)
-    taken[chosen] = True
     base = float((diameter - cur).sum())
-    while len(chosen) < limit:
-        ok = selectable & ~taken & (w <= left)
-        if not ok.any():
+    cols = np.flatnonzero(selectable & ~np.isin(np.arange(n), chosen) & (w <= left))
+    gains = _gains(cur, dist, cols)
+    # max-heap on (ratio, gain, -index): ties go to the larger gain, then the lower index
+    heap = [(-_ratio(float(g), float(w[j])), -float(g), int(j)) for g, j in zip(gains, cols, strict=True)]
+    heapq.heapify(heap)
+    while len(chosen) < limit and heap:
+        _, _, j = heapq.heappop(heap)
+        if w[j] > left:
+            continue  # the budget only shrinks: it never fits again
+        g = float(np.maximum(cur - dist[:, j], 0.0).sum())
+        entry = (-_ratio(g, float(w[j])), -g, j)
+        if heap and entry > heap[0]:
+            heapq.heappush(heap, entry)  # stale bound: someone else may now be better
+            continue
+        if k is None and g <= 0.0:
             break
-        cols = np.flatnonzero(ok)
-        gain = np.maximum(cur[:, None] - dist[:, cols], 0.0).sum(axis=0)  # (C,)
-        if k is None and gain.max() <= 0.0:
-            break
-        wc = w[cols]
-        ratio = np.where(wc > 0, gain / np.where(wc > 0, wc, 1.0), np.inf)
-        ratio = np.where((wc == 0) & (gain <= 0), 0.0, ratio)
-        best = np.lexsort((-gain, -ratio))[0]  # highest ratio, then highest gain, then lowest index
-        nxt = int(cols[best])
-        chosen.append(nxt)
-        taken[nxt] = True
-        left -= w[nxt]
-        cur = np.minimum(cur, dist[:, nxt])
+        chosen.append(j)
+        left -= w[j]
+        cur = np.minimum(cur, dist[:, j])
     if budget is not None and not include and n > 1:
         greedy_value = float((diameter - cur).sum()) - base
-        ok = selectable & (w <= budget)
-        cols = np.flatnonzero(ok)
-        single = (diameter - dist[:, cols]).sum(axis=0)
-        j = int(single.argmax())
-        if single[j] > greedy_value:
-            return [int(cols[j])]
+        ok = np.flatnonzero(selectable & (w <= budget))
+        single = diameter * n - dist.sum(axis=0)[ok]
+        best = int(single.argmax())
+        if single[best] > greedy_value:
+            return [int(ok[best])]
     return chosen
 
 

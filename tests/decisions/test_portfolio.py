@@ -120,3 +120,22 @@ def test_bad_requests_name_the_problem(pool: np.ndarray) -> None:
         select_portfolio(np.zeros((0, 4)), k=1)
     with pytest.raises(EmptyCandidatesError):
         select_portfolio(pool[:2], k=1, exclude=[0, 1])
+
+
+def eager_coverage_greedy(d: np.ndarray, k: int) -> list[int]:
+    """Reference: recompute every gain at every step."""
+    cur = np.full(len(d), d.max())
+    chosen: list[int] = []
+    for _ in range(k):
+        gains = np.maximum(cur[:, None] - d, 0.0).sum(axis=0)
+        gains[chosen] = -1.0
+        j = int(gains.argmax())
+        chosen.append(j)
+        cur = np.minimum(cur, d[:, j])
+    return chosen
+
+
+def test_lazy_coverage_greedy_matches_the_eager_greedy() -> None:
+    x = np.random.default_rng(11).normal(size=(80, 5))
+    p = select_portfolio(x, method="coverage-greedy", k=10)
+    assert list(p.chosen) == eager_coverage_greedy(pairwise_distances(x), 10)

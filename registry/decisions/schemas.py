@@ -1,0 +1,222 @@
+"""Pydantic v2 schemas of the decision endpoints (requests `...Request`, responses `...Read`)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from registry.schemas import EvaluationIn, Label, Status
+
+QueryText = Annotated[str, StringConstraints(max_length=100_000)]
+QuestionKey = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=300)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelBrief(BaseModel):
+    """The few fields a decision needs to show about a model."""
+
+    id: uuid.UUID
+    name: str
+    status: Status
+    provider: str | None = None
+    params_b: float | None = None
+    price: float | None = Field(
+        default=None, description="input_price + output_price, USD per million tokens"
+    )
+
+
+class ReferenceQueries(Strict):
+    """Queries to estimate accuracies on: texts, registered question keys, or (neither) the registry's own."""
+
+    texts: list[QueryText] = Field(default_factory=list, max_length=10_000)
+    question_keys: list[QuestionKey] = Field(default_factory=list, max_length=10_000)
+    limit: int = Field(
+        default=2000, ge=1, le=20_000, description="most registry questions used when none are given"
+    )
+
+
+def _active() -> list[Status]:
+    return ["active"]
+
+
+def _any_status() -> PortfolioFilters:
+    return PortfolioFilters(status=[])
+
+
+class PortfolioFilters(Strict):
+    """Which registered models form the pool."""
+
+    status: list[Status] = Field(default_factory=_active)
+    provider: list[Label] = Field(default_factory=list)
+    family: list[Label] = Field(default_factory=list)
+    license: list[Label] = Field(default_factory=list)
+    tags: list[Label] = Field(default_factory=list, description="every one of these tags")
+    min_params: float | None = Field(default=None, ge=0)
+    max_params: float | None = Field(default=None, ge=0)
+    min_context_window: int | None = Field(default=None, ge=0)
+    max_input_price: float | None = Field(default=None, ge=0)
+    max_output_price: float | None = Field(default=None, ge=0)
+
+
+class PortfolioRequest(Strict):
+    """Choose models by count `k`, by a parameter or price budget, or both."""
+
+    method: Literal["k-center", "k-medoids", "coverage-greedy"] = "k-center"
+    k: int | None = Field(default=None, ge=1, description="number of models")
+    param_budget: float | None = Field(default=None, ge=0, description="summed parameters, billions")
+    price_budget: float | None = Field(
+        default=None, ge=0, description="summed input+output price, USD / 1M tokens"
+    )
+    filters: PortfolioFilters = Field(default_factory=PortfolioFilters)
+    include: list[uuid.UUID] = Field(default_factory=list, description="models that must be chosen")
+    exclude: list[uuid.UUID] = Field(default_factory=list, description="models that must not be chosen")
+    reference: ReferenceQueries = Field(default_factory=ReferenceQueries)
+    seed: int = 0
+
+
+class CoverageRead(BaseModel):
+    """A left-out model and the chosen model that stands in for it."""
+
+    model: ModelBrief
+    representative: ModelBrief
+    distance: float
+
+
+class PortfolioRead(BaseModel):
+    method: str
+    fingerprint: str
+    pool_size: int
+    chosen: list[ModelBrief]
+    left_out: list[CoverageRead]
+    coverage_radius: float = Field(description="largest distance from a pool model to its representative")
+    mean_distance: float
+    total_params_b: float | None
+    total_price: float | None
+    reference_queries: int
+    predicted_accuracy: float | None = Field(description="expected routing hit@1 restricted to the portfolio")
+    predicted_accuracy_full_pool: float | None
+
+
+class FallbackRead(BaseModel):
+    model: ModelBrief
+    distance: float
+    predicted_agreement: float | None = Field(description="share of reference queries answered alike")
+
+
+class FallbacksRead(BaseModel):
+    model_id: uuid.UUID
+    fingerprint: str
+    reference_queries: int
+    items: list[FallbackRead]
+
+
+class PortfolioSpec(Strict):
+    """Route within a portfolio chosen on the fly."""
+
+    method: Literal["k-center", "k-medoids", "coverage-greedy"] = "k-center"
+    k: int | None = Field(default=None, ge=1)
+    param_budget: float | None = Field(default=None, ge=0)
+    price_budget: float | None = Field(default=None, ge=0)
+    filters: PortfolioFilters = Field(default_factory=_any_status)
+
+
+class RouteRequest(Strict):
+    queries: list[QueryText] = Field(min_length=1, max_length=10_000)
+    candidates: list[uuid.UUID] | None = Field(
+        default=None, description="model ids; default: every embedded model"
+    )
+    portfolio: PortfolioSpec | None = None
+    cost_weight: float = Field(
+        default=0.0, ge=0, description="score = P(correct) - cost_weight * price / max price"
+    )
+    top_k: int = Field(default=3, ge=1, le=100)
+    fallbacks: int = Field(
+        default=3, ge=0, le=20, description="fallbacks listed when the best model is unavailable"
+    )
+
+
+class RankedRead(BaseModel):
+    model: ModelBrief
+    p_correct: float
+    score: float
+    available: bool
+
+
+class QueryRouteRead(BaseModel):
+    query: int = Field(description="index of the query in the request")
+    ranked: list[RankedRead]
+    chosen: ModelBrief
+    preferred: ModelBrief = Field(description="the best-scoring candidate, available or not")
+    fallbacks: list[FallbackRead] = Field(description="nearest available models when `preferred` is down")
+
+
+class RouteRead(BaseModel):
+    fingerprint: str
+    candidates: int
+    routes: list[QueryRouteRead]
+
+
+class FingerprintRequest(Strict):
+    evaluations: list[EvaluationIn] = Field(min_length=1)
+    k: int = Field(default=5, ge=1, le=100)
+
+
+class ThresholdsRead(BaseModel):
+    same: float
+    related: float
+    n_evaluations: int
+    source: str = Field(
+        description="where the thresholds come from (calibration file or the registry's data)"
+    )
+    tpr: float | None
+    fpr: float | None
+
+
+class FingerprintMatch(BaseModel):
+    model: ModelBrief
+    distance: float
+    verdict: Literal["same", "related", "different"] | None
+
+
+class FingerprintRead(BaseModel):
+    fingerprint: str
+    n_evaluations: int
+    thresholds: ThresholdsRead | None
+    matches: list[FingerprintMatch]
+
+
+class DuplicatePair(BaseModel):
+    a: ModelBrief
+    b: ModelBrief
+    distance: float
+
+
+class DuplicatesRead(BaseModel):
+    fingerprint: str
+    thresholds: ThresholdsRead
+    pairs: list[DuplicatePair]
+
+
+class CategoryRead(BaseModel):
+    category: str
+    queries: int
+    predicted_accuracy_a: float
+    predicted_accuracy_b: float
+
+
+class CompareRead(BaseModel):
+    a: ModelBrief
+    b: ModelBrief
+    fingerprint: str
+    distance: float
+    verdict: Literal["same", "related", "different"] | None
+    reference_queries: int
+    predicted_agreement: float | None
+    predicted_accuracy_a: float | None
+    predicted_accuracy_b: float | None
+    categories: list[CategoryRead]
