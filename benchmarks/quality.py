@@ -161,11 +161,18 @@ def evaluate_source(
     fitted["knn"] = KnnRouter(k=knn_k)
     fitted["best_single"] = MeanScoreRouter()
     fit_s = time.perf_counter() - t0
+    latent_fit = {}
+    for name in latent:
+        router = fitted[name]
+        assert isinstance(router, LatentRouter)
+        best = min(router.history, key=lambda h: h["val_loss"]) if router.history else {}
+        latent_fit[name] = {"best_val_loss": best.get("val_loss"), "best_step": best.get("step")}
     result: dict[str, Any] = {
         "n_models": src.n_models,
         "n_unseen": len(unseen),
         "n_questions": {"train": len(train_q), "val": len(ts.split.val), "test": len(test_q)},
         "baseline_fit_seconds": fit_s,
+        "latent_fit": latent_fit,
         "unseen_models": [src.model_names[i] for i in unseen],
         "references": {"all": references(y_test), "unseen": references(y_test[:, unseen])},
         "by_k": {},
@@ -292,7 +299,13 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", nargs="+", required=True, help="source folders (normalised or EmbedLLM layout)")
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    ap.add_argument("--steps", type=int, default=600, help="LOCUS training steps per seed (one joint model)")
+    ap.add_argument(
+        "--steps",
+        type=int,
+        default=400,
+        help="LOCUS training steps per seed (one joint model); 400 keeps 3 seeds x 4 sources near 30-40 min "
+        "on 2 CPU cores at ~1 s a step",
+    )
     ap.add_argument("--ks", nargs="+", type=int, default=list(DEFAULT_KS))
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/quality.json"))
     ap.add_argument("--runs", type=Path, default=Path("runs/quality"), help="cache of trained checkpoints")
