@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import logging
+import sqlite3
 import threading
 import uuid
 from collections.abc import Iterator, Sequence
@@ -34,6 +36,7 @@ PAYLOAD_INDEXES: dict[str, qm.PayloadSchemaType] = {
     "output_price": qm.PayloadSchemaType.FLOAT,
 }
 UPSERT_BATCH = 512
+log = logging.getLogger(__name__)
 
 
 def to_filter(flt: ModelFilter | None) -> qm.Filter | None:
@@ -132,6 +135,31 @@ class QdrantIndex:
             self._create(self._questions, query_dim, payload_indexes=False)
 
     def _create(self, name: str, dim: int, *, payload_indexes: bool) -> None:
+        try:
+            self._create_or_check(name, dim, payload_indexes=payload_indexes)
+        finally:
+            if self.local:
+                self._relax_local_durability(name)
+
+    def _relax_local_durability(self, name: str) -> None:
+        """Let local-mode storage commit without an fsync per point (WAL, synchronous=NORMAL).
+
+        qdrant-client's on-disk local mode commits every point in its own SQLite transaction with a
+        full sync, so 10,000 upserts take minutes. Qdrant is an index rebuilt from SQL by `reindex`,
+        so losing the last writes on power loss is acceptable; the SQL database keeps full durability.
+        This reaches into qdrant-client internals, hence the defensive lookups: if they change, the
+        only effect is the slower default.
+        """
+        collection = getattr(getattr(self._client, "_client", None), "collections", {}).get(name)
+        conn = getattr(getattr(collection, "storage", None), "storage", None)
+        if isinstance(conn, sqlite3.Connection):
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")
+            except sqlite3.Error:
+                log.warning("could not relax durability of local collection %s", name, exc_info=True)
+
+    def _create_or_check(self, name: str, dim: int, *, payload_indexes: bool) -> None:
         if self._client.collection_exists(name):
             info = self._client.get_collection(name)
             params = info.config.params.vectors
