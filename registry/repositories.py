@@ -162,8 +162,23 @@ def get_questions(s: Session, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Quest
 
 
 def add_questions(s: Session, rows: Sequence[QuestionRow]) -> None:
-    s.add_all(rows)
-    s.flush()
+    """Insert new questions in bulk (a Core executemany: imports add tens of thousands at once).
+
+    The rows must carry their id and created_at; they stay detached from the session.
+    """
+    values = [
+        {
+            "id": r.id,
+            "key": r.key,
+            "text": r.text,
+            "category": r.category,
+            "benchmark": r.benchmark,
+            "created_at": r.created_at,
+        }
+        for r in rows
+    ]
+    for batch in chunks(values):
+        s.execute(insert(QuestionRow), list(batch))
 
 
 def _question_query(benchmark: str | None, category: str | None) -> list[ColumnElement[bool]]:

@@ -16,7 +16,7 @@ from registry.errors import IndexUnavailable, PayloadTooLarge, RegistryError
 from registry.ports import ModelPoint
 from registry.schemas import EmbeddingRead, ModelRead
 from registry.services.context import Context
-from registry.tables import ModelRow, QuestionRow
+from registry.tables import ModelRow, QuestionRow, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -166,4 +166,6 @@ def upsert_vectors(
 
 
 def new_question(key: str, text: str, category: str | None, benchmark: str | None) -> QuestionRow:
-    return QuestionRow(id=uuid.uuid4(), key=key, text=text, category=category, benchmark=benchmark)
+    return QuestionRow(
+        id=uuid.uuid4(), key=key, text=text, category=category, benchmark=benchmark, created_at=utcnow()
+    )
