@@ -184,6 +184,6 @@ def main(argv: Sequence[str] | None = None, settings: Settings | None = None) ->
         func: Any = args.func
         code: int = func(settings or get_settings(), args)
         return code
-    except (RegistryError, ValueError) as exc:
+    except (RegistryError, ValueError, OSError) as exc:  # bad input, data or checkpoint: no traceback
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -43,6 +43,11 @@ def build_embedder(settings: Settings) -> LocusEmbedder:
     if settings.torch_threads is not None:
         torch.set_num_threads(settings.torch_threads)
     path = settings.encoder_checkpoint or DEFAULT_CHECKPOINT
+    if not Path(path).is_dir():
+        raise FileNotFoundError(
+            f"encoder checkpoint folder {path} not found: set LOCUS_ENCODER_CHECKPOINT, "
+            "or train one with `python -m encoder.cli train --data ... --out ...`"
+        )
     model, fp = load_checkpoint(path)
     query_model = settings.query_model or model.cfg.query_model
     encoder = QueryEncoder(query_model, cache_dir=settings.query_cache_dir)
@@ -52,8 +57,8 @@ def build_embedder(settings: Settings) -> LocusEmbedder:
 
 def build_container(settings: Settings) -> Container:
     """Everything the API and the CLI's index-touching commands need, wired together."""
+    embedder = build_embedder(settings)  # first: a missing checkpoint fails before anything is created
     engine = build_engine(settings)
-    embedder = build_embedder(settings)
     index = build_index(settings)
     container = Container(
         session_factory=make_session_factory(engine),

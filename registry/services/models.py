@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import uuid
 from collections.abc import Sequence
@@ -197,7 +198,7 @@ def similar_models(
             "add evaluations, or run `locus-registry reindex`"
         )
     base = flt or ModelFilter()
-    flt2 = ModelFilter(**{**base.__dict__, "exclude_ids": (*base.exclude_ids, model_id)})
+    flt2 = dataclasses.replace(base, exclude_ids=(*base.exclude_ids, model_id))
     items = nearest_to_vector(ctx, vec, k, flt2)
     return SimilarRead(model_id=model_id, fingerprint=ctx.embedder.fingerprint, items=items)
 
