@@ -2,7 +2,8 @@
 
 The PostgreSQL URL is `postgresql+psycopg://postgres@127.0.0.1:5432/test` unless LOCUS_TEST_PG_URL
 says otherwise. Each test gets its own schema (created and dropped around it), so tests never see
-each other's rows. When the server is unreachable the PostgreSQL variants are skipped with the reason.
+each other's rows. When the server is unreachable the PostgreSQL variants are skipped with the reason
+(or fail, when LOCUS_TEST_REQUIRE_PG is set, as CI does).
 """
 
 from __future__ import annotations
@@ -50,6 +51,8 @@ def pg_schema_url() -> Iterator[str]:
     """A URL whose connections use a fresh, empty PostgreSQL schema (dropped afterwards)."""
     reason = pg_unreachable()
     if reason:
+        if os.environ.get("LOCUS_TEST_REQUIRE_PG"):  # CI: a missing server is a failure, not a skip
+            pytest.fail(reason)
         pytest.skip(reason)
     schema = f"t_{uuid.uuid4().hex[:12]}"
     admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
