@@ -153,6 +153,15 @@ def get_questions_by_keys(s: Session, keys: Sequence[str]) -> dict[str, Question
     return out
 
 
+def question_ids_by_keys(s: Session, keys: Sequence[str]) -> dict[str, uuid.UUID]:
+    """key -> id for the registered keys among these (no ORM objects: registration reads thousands)."""
+    out: dict[str, uuid.UUID] = {}
+    for part in chunks(list(keys)):
+        for key, qid in s.execute(select(QuestionRow.key, QuestionRow.id).where(QuestionRow.key.in_(part))):
+            out[key] = qid
+    return out
+
+
 def get_questions(s: Session, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, QuestionRow]:
     out: dict[uuid.UUID, QuestionRow] = {}
     for part in chunks(list(ids)):

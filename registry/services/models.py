@@ -53,7 +53,7 @@ def _store_evaluations(
     questions, new_rows = resolve_evaluation_questions(s, items)
     if new_rows:
         repo.add_questions(s, new_rows)
-    triples = [(questions[e.question].id, e.score, e.source) for e in items]
+    triples = [(questions[e.question], e.score, e.source) for e in items]
     repo.upsert_evaluations(s, row.id, triples, new_model=new_model)
     known = {row.id: [(q, y) for q, y, _ in triples]} if new_model else None
     points, new_phi = embed_rows(ctx, s, [row], known=known)
@@ -211,7 +211,7 @@ def embed_evaluations(ctx: Context, items: Sequence[EvaluationIn]) -> np.ndarray
     with ctx.session_factory() as s:
         questions, new_rows = resolve_evaluation_questions(s, items)
         known = {r.id for r in new_rows}
-        pairs = sorted((questions[e.question].id, e.score) for e in items)
+        pairs = sorted((questions[e.question], e.score) for e in items)
         phi, _ = question_phi(ctx, s, [q for q, _ in pairs if q not in known])
         if new_rows:
             vecs = ctx.embedder.encode_queries([r.text for r in new_rows])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 
 import numpy as np
@@ -93,8 +94,8 @@ def get_question_vectors(ctx: Context, keys: Sequence[str]) -> tuple[list[Questi
 
 def resolve_evaluation_questions(
     s: Session, items: Sequence[EvaluationIn]
-) -> tuple[dict[str, QuestionRow], list[QuestionRow]]:
-    """Map every evaluation's question key to a row, creating rows for unknown keys that carry text.
+) -> tuple[dict[str, uuid.UUID], list[QuestionRow]]:
+    """Map every evaluation's question key to its id, creating rows for unknown keys that carry text.
 
     Raises InvalidInput for a key repeated in the request, UnknownQuestions for unknown keys without
     text, QuestionConflict when inline text differs from the stored one. New rows are not yet added.
@@ -106,13 +107,15 @@ def resolve_evaluation_questions(
                 f"evaluations[{i}]: question {e.question!r} appears more than once in the request"
             )
         seen.add(e.question)
-    rows = repo.get_questions_by_keys(s, [e.question for e in items])
+    ids = repo.question_ids_by_keys(s, [e.question for e in items])
+    # Texts are read only where the request repeats one (to detect a conflicting text).
+    with_text = [e.question for e in items if e.text is not None and e.question in ids]
+    stored = repo.get_questions_by_keys(s, with_text) if with_text else {}
     unknown: list[str] = []
     new_rows: list[QuestionRow] = []
     for e in items:
-        row = rows.get(e.question)
-        if row is not None:
-            if e.text is not None and e.text != row.text:
+        if e.question in ids:
+            if e.text is not None and e.text != stored[e.question].text:
                 raise QuestionConflict(
                     f"question key {e.question!r} is already registered with a different text"
                 )
@@ -123,8 +126,8 @@ def resolve_evaluation_questions(
         if not e.text.strip():
             raise InvalidInput(f"question {e.question!r}: text must not be blank")
         row = new_question(e.question, e.text, e.category, e.benchmark)
-        rows[e.question] = row
+        ids[e.question] = row.id
         new_rows.append(row)
     if unknown:
         raise UnknownQuestions(unknown)
-    return rows, new_rows
+    return ids, new_rows
