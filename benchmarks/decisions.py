@@ -304,9 +304,18 @@ def fingerprint_experiment(
         "related_rate": share(prompt, "related"),
         "different_rate": share(prompt, "different"),
     }
-    # for the checkpoint-wide calibration: all models of this source, train questions only
+    same, distinct = calibration_sample(emb, ts, n, repeats, seed)
+    return res, same, distinct
+
+
+def calibration_sample(
+    emb: LocusEmbedder, ts: TrainSource, n: int, repeats: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """For the checkpoint-wide calibration: all models of this source, train questions only."""
+    groups, _ = variant_groups(ts.source.model_names)
+    train_sets = question_sets(ts.source, ts.phi, ts.split.train)
     full = sample_pair_distances(train_sets, emb.embed, n=n, repeats=repeats, groups=groups, seed=seed + 2)
-    return res, full.same, full.distinct
+    return full.same, full.distinct
 
 
 def latency(emb: LocusEmbedder, z_real: np.ndarray, texts: Sequence[str], reps: int) -> dict[str, Any]:
@@ -356,6 +365,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--latency-reps", type=int, default=30)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-latency", action="store_true", help="skip the latency measurements")
+    ap.add_argument(
+        "--calibration-only",
+        action="store_true",
+        help="only calibrate fingerprint thresholds (with --write-calibration: write them); no results JSON",
+    )
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/decisions.json")
     ap.add_argument(
@@ -387,6 +401,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.info("%s: %d models x %d questions", src.name, src.n_models, src.n_questions)
         phi = qenc.encode(list(src.texts))
         ts = prepare_source(src, phi, split_seed=0)
+        if args.calibration_only:
+            same, distinct = calibration_sample(emb, ts, args.fp_n, args.fp_repeats, args.seed)
+            all_same.append(same)
+            all_distinct.append(distinct)
+            continue
         t0 = time.perf_counter()
         z = emb.embed(train_sets(ts, args.max_evals, args.seed))
         embed_s = time.perf_counter() - t0
@@ -431,6 +450,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.write_calibration:
         th.save(args.checkpoint / "calibration.json")
         log.info("wrote %s", args.checkpoint / "calibration.json")
+    if args.calibration_only:
+        print(json.dumps(th.to_dict(), indent=2))
+        return 0
     assert z_for_latency is not None and texts_for_latency is not None
     if not args.no_latency:
         log.info("latency")
