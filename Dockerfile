@@ -17,7 +17,8 @@ COPY pyproject.toml README.md ./
 COPY encoder ./encoder
 COPY registry ./registry
 COPY api ./api
-RUN pip install . && useradd --create-home --uid 1000 locus && mkdir -p /data && chown locus /data
+COPY migrations ./migrations
+RUN pip install -e . && useradd --create-home --uid 1000 locus && mkdir -p /data && chown locus /data
 
 USER locus
 WORKDIR /data

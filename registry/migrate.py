@@ -1,21 +1,41 @@
-"""Run Alembic migrations from code. They ship inside the package (`registry/migrations`), so an
-installed (non-editable) package can upgrade a database without the source checkout."""
+"""Run Alembic migrations from code (`locus-registry db upgrade`, and at startup on embedded SQLite).
+
+The migration scripts live in the top-level `migrations/` folder of the checkout, the layout the
+project asked for. The service is installed from the checkout (`pip install -e .`, the Makefile and
+the Dockerfile do so); an installation elsewhere points `LOCUS_MIGRATIONS_DIR` at that folder.
+"""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine
 
-MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
+
+
+class MigrationsNotFound(RuntimeError):
+    """The Alembic scripts folder cannot be found."""
+
+
+def migrations_dir() -> Path:
+    """The Alembic script folder: `LOCUS_MIGRATIONS_DIR`, else `migrations/` next to the package."""
+    path = Path(os.environ.get("LOCUS_MIGRATIONS_DIR") or MIGRATIONS)
+    if not (path / "env.py").is_file():
+        raise MigrationsNotFound(
+            f"no Alembic migrations at {path}: run from the source checkout (pip install -e .) "
+            "or set LOCUS_MIGRATIONS_DIR to its migrations/ folder"
+        )
+    return path
 
 
 def alembic_config(engine: Engine) -> Config:
     """An Alembic config bound to this engine (no alembic.ini needed)."""
     cfg = Config()
-    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.set_main_option("script_location", str(migrations_dir()))
     # configparser interpolates '%': escape it in passwords.
     cfg.set_main_option("sqlalchemy.url", engine.url.render_as_string(hide_password=False).replace("%", "%%"))
     return cfg

@@ -43,7 +43,7 @@ class Embedder(Protocol):
         ...
 
     def embed(self, sets: Sequence[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
-        """Embed models: each set is (phi (n_i, query_dim), scores (n_i,) in [0, 1]) -> (len(sets), embedding_dim).
+        """Embed models: each set is (phi (n_i, query_dim), scores (n_i,) in [0, 1]) -> (len(sets), E).
 
         Permutation invariant; callers that need bit-identical vectors pass sets in a canonical order.
         """
