@@ -18,6 +18,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -268,14 +269,13 @@ def table(summary: dict[str, Any], ks: list[int]) -> str:
         k_show = [k for k in (128, 256) if k in ks] or ks[-1:]
         for k in k_show:
             cell = rows["by_k"][str(k)]
-            lines.append(
-                f"K={k}: "
-                + "  ".join(
-                    f"{m} hit3 {fmt(cell[m]['all']['hit3'])} acc {fmt(cell[m]['all']['acc'])} "
-                    f"auc {fmt(cell[m]['all']['auc'], 1.0)}"
-                    for m in METHODS
+            lines.append(f"K={k}, all models:")
+            for m in METHODS:
+                c = cell[m]["all"]
+                lines.append(
+                    f"  {m:<12} hit3 {fmt(c['hit3'])}  acc {fmt(c['acc'])}  auc {fmt(c['auc'], 1.0)}"
+                    f"  brier {fmt(c['brier'], 1.0)}"
                 )
-            )
         k_geo = str(256 if 256 in ks else ks[-1])
         geo = rows["by_k"][k_geo]
         lines.append(
@@ -293,6 +293,15 @@ def table(summary: dict[str, Any], ks: list[int]) -> str:
                 + "  ".join(f"{m} {fmt(d[m])}" for m in METHODS)
             )
     return "\n".join(lines)
+
+
+def _nan(x: Any) -> Any:
+    """JSON null (how NaN is written) back to NaN."""
+    if isinstance(x, dict):
+        return {k: _nan(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_nan(v) for v in x]
+    return math.nan if x is None else x
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -313,7 +322,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--irt-dim", type=int, default=32)
     ap.add_argument("--knn-k", type=int, default=10)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument(
+        "--print", dest="print_only", action="store_true", help="print the table of --out and exit"
+    )
     args = ap.parse_args(argv)
+    if args.print_only:
+        doc = json.loads(args.out.read_text(), parse_constant=float)
+        print(table(_nan(doc["summary"]), doc["config"]["ks"]))
+        return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     if args.threads:
         torch.set_num_threads(args.threads)
