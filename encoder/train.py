@@ -52,6 +52,7 @@ class TrainConfig:
     patience: int = 400
     val_k: int = 256
     save_every: int = 100
+    select_tolerance: float = 0.01
     threads: int | None = None
 
     def __post_init__(self) -> None:
@@ -147,13 +148,18 @@ def _embed(model: LocusModel, sets: Sequence[tuple[np.ndarray, np.ndarray]], d: 
     return model.encode(phi, y, mask)
 
 
-def evaluate_routing(
+def improves(score: float, loss: float, best_score: float, best_loss: float, tolerance: float) -> bool:
+    """Model selection: a clear routing gain wins; within `tolerance` of the best, lower log-loss wins."""
+    return score > best_score + tolerance or (score >= best_score - tolerance and loss < best_loss)
+
+
+def evaluate_split(
     model: LocusModel, sources: Sequence[TrainSource], *, k: int, split: str = "val", seed: int = 0
-) -> dict[str, float]:
-    """Routing hit@1 per source over the training models, embedded from k anchors, on `split` questions."""
+) -> dict[str, dict[str, float]]:
+    """Per source: routing hit@1 and log-loss over the training models, embedded from k anchors."""
     was_training = model.training
     model.eval()
-    out: dict[str, float] = {}
+    out: dict[str, dict[str, float]] = {}
     with torch.inference_mode():
         for ts in sources:
             q = getattr(ts.split, split)
@@ -161,10 +167,25 @@ def evaluate_routing(
             if len(q) == 0 or len(models) == 0:
                 continue
             z = _embed(model, anchor_sets(ts, k, models, seed), model.cfg.query_dim)
-            p = torch.sigmoid(model.predict_logits(z, torch.from_numpy(ts.phi[q]))).numpy()
-            out[ts.source.name] = routing_hit1(p, ts.source.labels[models][:, q].T)
+            logits = model.predict_logits(z, torch.from_numpy(ts.phi[q]))  # (Q, M)
+            y = ts.source.labels[models][:, q].T  # (Q, M), NaN where unlabelled
+            obs = torch.from_numpy(~np.isnan(y))
+            loss = F.binary_cross_entropy_with_logits(logits[obs], torch.from_numpy(np.nan_to_num(y))[obs])
+            out[ts.source.name] = {
+                "hit1": routing_hit1(torch.sigmoid(logits).numpy(), y),
+                "loss": loss.item(),
+            }
     model.train(was_training)
     return out
+
+
+def evaluate_routing(
+    model: LocusModel, sources: Sequence[TrainSource], *, k: int, split: str = "val", seed: int = 0
+) -> dict[str, float]:
+    """Routing hit@1 per source over the training models, embedded from k anchors, on `split` questions."""
+    return {
+        name: m["hit1"] for name, m in evaluate_split(model, sources, k=k, split=split, seed=seed).items()
+    }
 
 
 class _Sampler:
@@ -247,7 +268,7 @@ def train(
     )
     base_lrs = [cfg.lr_encoder, cfg.lr_predictor]
     step = 0
-    best_score, best_step, bad = -1.0, 0, 0
+    best_score, best_loss, best_step, bad = -1.0, math.inf, 0, 0
     best_state = {k: v.clone() for k, v in model.state_dict().items()}
     history: list[dict[str, float]] = []
     elapsed = 0.0
@@ -261,6 +282,7 @@ def train(
         rng.bit_generator.state = st["numpy_rng"]
         torch.set_rng_state(st["torch_rng"])
         step, best_score, best_step, bad = st["step"], st["best_score"], st["best_step"], st["bad"]
+        best_loss = st["best_loss"]
         best_state, history, elapsed = st["best_state"], st["history"], st["elapsed"]
         log.info("resumed from %s at step %d (best %.4f at %d)", state_path, step, best_score, best_step)
 
@@ -290,18 +312,34 @@ def train(
         running = loss.item() if math.isnan(running) else 0.95 * running + 0.05 * loss.item()
         bar.update(1)
         if step % cfg.eval_every == 0 or step == cfg.steps:
-            val = evaluate_routing(model, sources, k=cfg.val_k, split="val", seed=seed)
-            score = float(np.mean(list(val.values()))) if val else -running
+            val = evaluate_split(model, sources, k=cfg.val_k, split="val", seed=seed)
+            score = float(np.mean([m["hit1"] for m in val.values()])) if val else -running
+            val_loss = float(np.mean([m["loss"] for m in val.values()])) if val else running
             history.append(
-                {"step": step, "loss": running, "val_hit1": score, **{f"val_{k}": v for k, v in val.items()}}
+                {
+                    "step": step,
+                    "loss": running,
+                    "val_hit1": score,
+                    "val_loss": val_loss,
+                    **{f"val_{name}": m["hit1"] for name, m in val.items()},
+                }
             )
-            if score > best_score:
-                best_score, best_step, bad = score, step, 0
+            # Validation sets are small, so hit@1 moves by a question or two between evaluations:
+            # a clear gain wins; within `select_tolerance` of the best, the lower validation log-loss wins.
+            if improves(score, val_loss, best_score, best_loss, cfg.select_tolerance):
+                best_score, best_loss, best_step, bad = max(score, best_score), val_loss, step, 0
                 best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
             else:
                 bad += cfg.eval_every
             bar.set_postfix(loss=f"{running:.4f}", val=f"{score:.4f}", best=f"{best_score:.4f}@{best_step}")
-            log.info("step %d loss %.4f val_hit1 %.4f %s", step, running, score, json.dumps(val))
+            log.info(
+                "step %d loss %.4f val_hit1 %.4f val_loss %.4f %s",
+                step,
+                running,
+                score,
+                val_loss,
+                json.dumps(val),
+            )
         if state_path is not None and (step % cfg.save_every == 0 or step in (cfg.steps, last)):
             _save_state(
                 state_path,
@@ -311,7 +349,7 @@ def train(
                 cfg,
                 seed,
                 step,
-                best_score,
+                (best_score, best_loss),
                 best_step,
                 bad,
                 best_state,
@@ -332,7 +370,7 @@ def _save_state(
     cfg: TrainConfig,
     seed: int,
     step: int,
-    best_score: float,
+    best: tuple[float, float],
     best_step: int,
     bad: int,
     best_state: dict[str, torch.Tensor],
@@ -348,7 +386,8 @@ def _save_state(
         "train_config": dataclasses.asdict(cfg),
         "seed": seed,
         "step": step,
-        "best_score": best_score,
+        "best_score": best[0],
+        "best_loss": best[1],
         "best_step": best_step,
         "bad": bad,
         "best_state": best_state,

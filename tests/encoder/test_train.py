@@ -13,7 +13,7 @@ from encoder.checkpoint import load_checkpoint
 from encoder.cli import main as cli_main
 from encoder.data import load_source
 from encoder.model import LocusModel
-from encoder.train import TrainConfig, evaluate_routing, prepare_source, routing_hit1, train
+from encoder.train import TrainConfig, evaluate_routing, improves, prepare_source, routing_hit1, train
 from tests.encoder.conftest import SMALL, write_normalised
 
 FAST = TrainConfig(
@@ -106,3 +106,13 @@ def test_cli_run_train_writes_a_loadable_checkpoint_and_report(
     assert report["data"][0]["models"] == 6 and report["data"][0]["split_sizes"]["test"] == 8
     assert {r["k"] for r in report["test_metrics"]["tiny"]} == {32.0, 128.0, 256.0}
     assert model.cfg.query_dim == 384
+
+
+def test_selection_prefers_lower_loss_when_routing_is_flat() -> None:
+    # Routing hit@1 often stays at the best single model's level for hundreds of steps; picking the
+    # first evaluation then kept an undertrained checkpoint. Lower log-loss must win such ties.
+    assert improves(0.80, 0.44, best_score=0.80, best_loss=0.48, tolerance=0.01)
+    assert improves(0.795, 0.44, best_score=0.80, best_loss=0.48, tolerance=0.01)
+    assert not improves(0.78, 0.40, best_score=0.80, best_loss=0.48, tolerance=0.01)
+    assert improves(0.83, 0.60, best_score=0.80, best_loss=0.48, tolerance=0.01)
+    assert not improves(0.80, 0.50, best_score=0.80, best_loss=0.48, tolerance=0.01)
