@@ -79,9 +79,10 @@ def get_duplicates(
     thresholds: ThresholdsDep,
     _: ReadAuth,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+    min_shared: Annotated[int, Query(ge=1, le=100_000)] = 32,
 ) -> DuplicatesRead:
-    """Registered model pairs judged `same` by their embeddings."""
-    return service.duplicates(container, thresholds, limit=limit)
+    """Registered model pairs judged `same`: on their shared questions where enough are shared."""
+    return service.duplicates(container, thresholds, limit=limit, min_shared=min_shared)
 
 
 @router.get("/compare")

@@ -21,8 +21,14 @@ from registry.decisions.fingerprint import (
     FingerprintThresholds,
     Verdict,
     calibrate,
+    calibrate_matched,
     calibrate_thresholds,
+    distinct_matched_distances,
+    flipped_distances,
+    load_calibration,
+    matched_distances,
     sample_pair_distances,
+    save_calibration,
 )
 from registry.decisions.portfolio import METHODS, Portfolio, pairwise_distances, select_portfolio
 from registry.decisions.routing import (
@@ -54,8 +60,13 @@ __all__ = [
     "UnknownModelError",
     "Verdict",
     "calibrate",
+    "calibrate_matched",
     "calibrate_thresholds",
     "compare_models",
+    "distinct_matched_distances",
+    "flipped_distances",
+    "load_calibration",
+    "matched_distances",
     "normalised_prices",
     "pairwise_distances",
     "predicted_agreement",
@@ -63,5 +74,6 @@ __all__ = [
     "rank_fallbacks",
     "route",
     "sample_pair_distances",
+    "save_calibration",
     "select_portfolio",
 ]

@@ -11,12 +11,25 @@ model under two prompts, are neither: they are reported as "related" pairs). The
 - anything farther is `different`.
 Thresholds hold for embeddings from n evaluations; larger sets embed with less sampling noise, so
 `same` is then conservative.
+
+Matched-question fingerprinting. Embeddings of disjoint samples differ mostly because *different
+questions* were asked, which hides the model. So a submitted sample is also compared with each
+candidate on exactly the questions both were scored on: both sides are embedded from their scores on
+the shared questions (canonical order: sorted by question id), and only the scores differ. Matched
+thresholds come from distinct models' matched distances on random shared samples of n questions:
+- `same`: the largest threshold keeping FPR <= max_fpr among those distinct-model distances;
+- `related`: the `related_quantile` (default 0.10) quantile of distinct-model matched distances;
+- their `tpr` is measured on simulated re-evaluations: a model's own scores on n questions against
+  the same scores with `flip_rate` of them flipped (`notes["flip_rate"]`), a stand-in for the noise
+  of re-running a model, since the data hold no second run of one model.
+Models whose scores on the shared questions are identical are indistinguishable by construction.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import zlib
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -191,3 +204,162 @@ def calibrate(
         notes={"models": sample.models_used, "repeats": repeats, "seed": seed},
     )
     return th, sample
+
+
+# ---------------------------------------------------------------- matched-question comparison
+
+MATCHED_KEY = "matched"  # key of the matched-question thresholds inside calibration.json
+
+
+def save_calibration(
+    path: Path | str, global_: FingerprintThresholds, matched: FingerprintThresholds | None
+) -> None:
+    """Write calibration.json: the global thresholds at top level (older readers keep working), the
+    matched-question thresholds under `MATCHED_KEY`."""
+    data = global_.to_dict()
+    if matched is not None:
+        data[MATCHED_KEY] = matched.to_dict()
+    Path(path).write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def load_calibration(path: Path | str) -> tuple[FingerprintThresholds, FingerprintThresholds | None]:
+    """Read calibration.json: (global thresholds, matched thresholds or None when the file has none)."""
+    data = json.loads(Path(path).read_text())
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object")
+    matched = data.get(MATCHED_KEY)
+    return (
+        FingerprintThresholds.from_dict(data),
+        None if matched is None else FingerprintThresholds.from_dict(matched),
+    )
+
+
+def matched_distances(
+    pairs: Sequence[tuple[EvalSet, EvalSet]], embed: EmbedFn, *, batch: int = 512
+) -> np.ndarray:
+    """Distance between the embeddings of the two sides of each pair, both sides being scores on the
+    same questions in the same order (so only the scores differ). Embeds in batches of `batch` sets."""
+    out = np.zeros(len(pairs), dtype=np.float64)
+    half = max(1, batch // 2)
+    for start in range(0, len(pairs), half):
+        part = pairs[start : start + half]
+        sets: list[EvalSet] = [side for pair in part for side in pair]
+        z = np.asarray(embed(sets), dtype=np.float64).reshape(len(part), 2, -1)  # (P, 2, E)
+        out[start : start + len(part)] = np.linalg.norm(z[:, 0] - z[:, 1], axis=-1)
+    return out
+
+
+def shared_sample(shared: np.ndarray, n: int | None, seed: int) -> np.ndarray:
+    """At most n of these shared question indices, seeded, in ascending (canonical) order."""
+    shared = np.sort(np.asarray(shared))
+    if n is None or len(shared) <= n:
+        return shared
+    return np.sort(np.random.default_rng(seed).choice(shared, size=n, replace=False))
+
+
+def pair_seed(*parts: object) -> int:
+    """A stable seed from labels (ids, names), so repeated calls judge a pair on the same questions."""
+    return zlib.crc32("|".join(map(str, parts)).encode())
+
+
+def distinct_matched_distances(
+    labels: np.ndarray,
+    phi: np.ndarray,
+    embed: EmbedFn,
+    *,
+    n: int = 128,
+    groups: Sequence[Hashable | None] | None = None,
+    max_pairs: int = 3000,
+    seed: int = 0,
+) -> np.ndarray:
+    """Matched distances of distinct models: for each pair (at most max_pairs, drawn at random), n
+    random questions both were scored on, both embedded from their own scores on those questions.
+
+    labels: (M, Q) scores, NaN where a model was not evaluated; phi: (Q, d) query encodings. Pairs in
+    one group (one model under two names) are skipped; pairs sharing fewer than n questions too.
+    """
+    if n < 1:
+        raise InvalidDecisionInput(f"need n >= 1, got n={n}")
+    if groups is not None and len(groups) != len(labels):
+        raise InvalidDecisionInput(f"{len(groups)} group labels for {len(labels)} models")
+    obs = ~np.isnan(labels)  # (M, Q)
+    counts = obs.astype(np.int32) @ obs.T.astype(np.int32)  # (M, M) shared questions per pair
+    cand = [
+        (u, v)
+        for u in range(len(labels))
+        for v in range(u + 1, len(labels))
+        if counts[u, v] >= n and (groups is None or groups[u] is None or groups[u] != groups[v])
+    ]
+    rng = np.random.default_rng(seed)
+    if len(cand) > max_pairs:
+        cand = [cand[i] for i in np.sort(rng.choice(len(cand), size=max_pairs, replace=False))]
+    pairs: list[tuple[EvalSet, EvalSet]] = []
+    for u, v in cand:
+        q = np.sort(rng.choice(np.flatnonzero(obs[u] & obs[v]), size=n, replace=False))
+        pairs.append(((phi[q], labels[u, q]), (phi[q], labels[v, q])))
+    return matched_distances(pairs, embed)
+
+
+def flipped_distances(
+    labels: np.ndarray,
+    phi: np.ndarray,
+    embed: EmbedFn,
+    *,
+    n: int = 128,
+    flip_rate: float = 0.05,
+    repeats: int = 1,
+    seed: int = 0,
+) -> np.ndarray:
+    """Matched distances of simulated re-evaluations: each model's scores on n random questions it
+    was scored on against the same scores with round(flip_rate * n) of them flipped (y -> 1 - y).
+
+    Models with fewer than n scores are skipped. labels: (M, Q) with NaN = not evaluated.
+    """
+    if not 0.0 <= flip_rate <= 1.0:
+        raise InvalidDecisionInput(f"flip_rate must be in [0, 1], got {flip_rate}")
+    rng = np.random.default_rng(seed)
+    flips = round(flip_rate * n)
+    pairs: list[tuple[EvalSet, EvalSet]] = []
+    for m in range(len(labels)):
+        have = np.flatnonzero(~np.isnan(labels[m]))
+        if len(have) < n:
+            continue
+        for _ in range(repeats):
+            q = np.sort(rng.choice(have, size=n, replace=False))
+            y = labels[m, q].astype(np.float32)
+            y2 = y.copy()
+            at = rng.choice(n, size=flips, replace=False)
+            y2[at] = 1.0 - y2[at]
+            pairs.append(((phi[q], y), (phi[q], y2)))
+    return matched_distances(pairs, embed)
+
+
+def calibrate_matched(
+    labels: np.ndarray,
+    phi: np.ndarray,
+    embed: EmbedFn,
+    *,
+    n: int = 128,
+    groups: Sequence[Hashable | None] | None = None,
+    max_pairs: int = 3000,
+    flip_rate: float = 0.05,
+    max_fpr: float = 0.01,
+    related_quantile: float = 0.10,
+    seed: int = 0,
+    notes: dict[str, Any] | None = None,
+) -> tuple[FingerprintThresholds, np.ndarray, np.ndarray]:
+    """Matched-question thresholds from one score matrix: (thresholds, same-side distances of
+    simulated re-evaluations, distinct-model distances). See the module doc."""
+    distinct = distinct_matched_distances(
+        labels, phi, embed, n=n, groups=groups, max_pairs=max_pairs, seed=seed
+    )
+    same = flipped_distances(labels, phi, embed, n=n, flip_rate=flip_rate, seed=seed + 1)
+    th = calibrate_thresholds(
+        same,
+        distinct,
+        n_evaluations=n,
+        max_fpr=max_fpr,
+        related_quantile=related_quantile,
+        notes={"flip_rate": flip_rate, "seed": seed, "max_pairs": max_pairs, **(notes or {})},
+    )
+    return th, same, distinct

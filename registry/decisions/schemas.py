@@ -164,6 +164,13 @@ class RouteRead(BaseModel):
 class FingerprintRequest(Strict):
     evaluations: list[EvaluationIn] = Field(min_length=1)
     k: int = Field(default=5, ge=1, le=100)
+    min_shared: int = Field(
+        default=32,
+        ge=1,
+        le=100_000,
+        description="fewest shared questions for a matched-question comparison; below it the verdict "
+        "uses the global distance",
+    )
 
 
 class ThresholdsRead(BaseModel):
@@ -177,28 +184,52 @@ class ThresholdsRead(BaseModel):
     fpr: float | None
 
 
+VerdictName = Literal["same", "related", "different"]
+Basis = Literal["matched", "global"]
+
+
 class FingerprintMatch(BaseModel):
     model: ModelBrief
-    distance: float
-    verdict: Literal["same", "related", "different"] | None
+    distance: float = Field(
+        description="global distance: embedding of all submitted evaluations vs the model's"
+    )
+    matched_distance: float | None = Field(
+        default=None,
+        description="both embedded from their scores on exactly the shared questions; None when fewer "
+        "than min_shared are shared",
+    )
+    shared_questions: int = Field(default=0, description="submitted questions the model was also scored on")
+    verdict: VerdictName | None
+    verdict_basis: Basis = Field(
+        default="global", description="which distance (and thresholds) the verdict used"
+    )
 
 
 class FingerprintRead(BaseModel):
     fingerprint: str
     n_evaluations: int
-    thresholds: ThresholdsRead | None
+    min_shared: int
+    candidates: int = Field(description="models shortlisted by global distance and judged")
+    thresholds: ThresholdsRead | None = Field(description="for global distances")
+    matched_thresholds: ThresholdsRead | None = Field(description="for matched distances")
     matches: list[FingerprintMatch]
 
 
 class DuplicatePair(BaseModel):
     a: ModelBrief
     b: ModelBrief
-    distance: float
+    distance: float = Field(description="global embedding distance")
+    matched_distance: float | None = None
+    shared_questions: int = 0
+    verdict_basis: Basis = "global"
 
 
 class DuplicatesRead(BaseModel):
     fingerprint: str
     thresholds: ThresholdsRead
+    matched_thresholds: ThresholdsRead | None
+    min_shared: int
+    pairs_compared: int = Field(description="candidate pairs judged (global distance < related, or near)")
     pairs: list[DuplicatePair]
 
 

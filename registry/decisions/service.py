@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
+from sqlalchemy.orm import Session
 
 from registry import repositories as repo
 from registry.decisions.compare import compare_models
@@ -25,10 +26,22 @@ from registry.decisions.errors import (
     NotEmbeddedError,
     UnknownModelError,
 )
-from registry.decisions.fingerprint import FingerprintThresholds, calibrate
+from registry.decisions.fingerprint import (
+    MATCHED_KEY,
+    EvalSet,
+    FingerprintThresholds,
+    Verdict,
+    calibrate,
+    calibrate_matched,
+    load_calibration,
+    matched_distances,
+    pair_seed,
+    shared_sample,
+)
 from registry.decisions.portfolio import pairwise_distances, select_portfolio
 from registry.decisions.routing import predicted_agreement, predicted_routing_accuracy, route
 from registry.decisions.schemas import (
+    Basis,
     CategoryRead,
     CompareRead,
     CoverageRead,
@@ -60,6 +73,7 @@ from registry.tables import ModelRow
 log = logging.getLogger(__name__)
 
 CALIBRATION_FILE = "calibration.json"
+SHORTLIST = 20  # fingerprint candidates compared on shared questions: the max(k, SHORTLIST) nearest
 
 
 # ---------------------------------------------------------------- helpers
@@ -401,25 +415,28 @@ def _portfolio_pool(ctx: Context, spec: PortfolioSpec) -> Pool:
 
 
 class ThresholdProvider:
-    """Fingerprint thresholds for the loaded encoder.
+    """Fingerprint thresholds (global and matched-question) for the loaded encoder.
 
     First choice: `calibration.json` beside the checkpoint, if it was made for this encoder's
-    fingerprint. Otherwise they are calibrated from the registry's own evaluations (disjoint halves
-    of each model's set vs distinct models, see `registry.decisions.fingerprint`), cached until the
-    number of embedded models changes.
+    fingerprint (matched thresholds under its `matched` key). Otherwise each kind is calibrated from
+    the registry's own evaluations (see `registry.decisions.fingerprint`), cached until the number of
+    embedded models changes.
     """
 
     def __init__(self, calibration_file: Path | None = None) -> None:
         self.calibration_file = calibration_file
         self._lock = threading.Lock()
         self._cached: tuple[tuple[str, int], FingerprintThresholds, str] | None = None
+        self._cached_matched: tuple[tuple[str, int], FingerprintThresholds | None] | None = None
 
-    def _from_file(self, fingerprint: str) -> FingerprintThresholds | None:
+    def _from_file(
+        self, fingerprint: str
+    ) -> tuple[FingerprintThresholds, FingerprintThresholds | None] | None:
         path = self.calibration_file
         if path is None or not path.is_file():
             return None
         try:
-            th = FingerprintThresholds.load(path)
+            th, matched = load_calibration(path)
         except (ValueError, TypeError, KeyError) as exc:
             log.warning("ignoring unreadable fingerprint calibration %s: %s", path, exc)
             return None
@@ -427,14 +444,14 @@ class ThresholdProvider:
         if made_for is not None and made_for != fingerprint:
             log.warning("%s was calibrated for encoder %s, not %s: ignored", path, made_for, fingerprint)
             return None
-        return th
+        return th, matched
 
     def get(self, ctx: Context) -> tuple[FingerprintThresholds, str] | None:
-        """(thresholds, where they came from), or None when there is too little data to calibrate."""
+        """(global thresholds, where they came from), or None when there is too little data to calibrate."""
         fp = ctx.embedder.fingerprint
-        th = self._from_file(fp)
-        if th is not None:
-            return th, str(self.calibration_file)
+        got = self._from_file(fp)
+        if got is not None:
+            return got[0], str(self.calibration_file)
         key = (fp, ctx.index.count_models())
         with self._lock:
             if self._cached is not None and self._cached[0] == key:
@@ -445,14 +462,45 @@ class ThresholdProvider:
             self._cached = (key, result, "calibrated from the registry's evaluations")
             return result, self._cached[2]
 
+    def get_matched(self, ctx: Context) -> tuple[FingerprintThresholds, str] | None:
+        """(matched-question thresholds, where they came from), or None when there is too little data."""
+        fp = ctx.embedder.fingerprint
+        got = self._from_file(fp)
+        if got is not None and got[1] is not None:
+            return got[1], f"{self.calibration_file} ({MATCHED_KEY})"
+        key = (fp, ctx.index.count_models())
+        with self._lock:
+            if self._cached_matched is None or self._cached_matched[0] != key:
+                self._cached_matched = (key, calibrate_matched_from_registry(ctx))
+            th = self._cached_matched[1]
+        return None if th is None else (th, "calibrated from the registry's evaluations (matched questions)")
+
+
+def calibration_models(s: Session, max_models: int) -> list[uuid.UUID]:
+    """The registered models calibration samples from, ordered by name (then id): UUIDs are random, so
+    ordering by them would give different thresholds for the same data on every deployment."""
+    rows = repo.get_models(s, repo.iter_model_ids(s))
+    return [r.id for r in sorted(rows.values(), key=lambda r: (r.name, str(r.id)))][:max_models]
+
+
+def by_question_key(
+    s: Session, scores: dict[uuid.UUID, list[tuple[uuid.UUID, float]]]
+) -> dict[uuid.UUID, list[tuple[uuid.UUID, float]]]:
+    """Each model's (question id, score) pairs ordered by question key, so seeded samples drawn from
+    them are the same for the same data (question ids are random UUIDs)."""
+    keys = {
+        q: r.key for q, r in repo.get_questions(s, sorted({q for v in scores.values() for q, _ in v})).items()
+    }
+    return {m: sorted(v, key=lambda p: keys.get(p[0], "")) for m, v in scores.items()}
+
 
 def calibrate_from_registry(
     ctx: Context, *, n: int = 128, repeats: int = 2, max_models: int = 300, seed: int = 0
 ) -> FingerprintThresholds | None:
     """Calibrate thresholds on the registered models' evaluations (n shrinks to fit small registries)."""
     with ctx.session_factory() as s:
-        ids = repo.iter_model_ids(s)[:max_models]
-        scores = repo.model_scores(s, ids)
+        ids = calibration_models(s, max_models)
+        scores = by_question_key(s, repo.model_scores(s, ids))
         counts = sorted((len(v) for v in scores.values()), reverse=True)
         if len(counts) < 2 or counts[1] < 8:
             return None
@@ -474,6 +522,50 @@ def calibrate_from_registry(
     return th
 
 
+def calibrate_matched_from_registry(
+    ctx: Context, *, n: int = 128, max_models: int = 300, max_pairs: int = 2000, seed: int = 0
+) -> FingerprintThresholds | None:
+    """Matched-question thresholds from the registered models' scores on shared questions.
+
+    n shrinks to the median number of questions shared by a pair when that is smaller (at least 8).
+    The registry cannot tell which registered models are one model under two names, so every pair
+    counts as distinct: a registry full of duplicates calibrates a stricter `same`.
+    """
+    with ctx.session_factory() as s:
+        ids = calibration_models(s, max_models)
+        scores = repo.model_scores(s, ids)
+        use = [m for m in ids if scores.get(m)]
+        if len(use) < 2:
+            return None
+        qids = sorted({q for m in use for q, _ in scores[m]})
+        keys = {q: r.key for q, r in repo.get_questions(s, qids).items()}
+        qids.sort(key=lambda q: keys.get(q, ""))  # sampling order independent of random UUIDs
+        col = {q: i for i, q in enumerate(qids)}
+        labels = np.full((len(use), len(qids)), np.nan, dtype=np.float32)  # (M, Q)
+        for r, m in enumerate(use):
+            labels[r, [col[q] for q, _ in scores[m]]] = [y for _, y in scores[m]]
+        obs = (~np.isnan(labels)).astype(np.int32)
+        shared = (obs @ obs.T)[np.triu_indices(len(use), k=1)]
+        n_eff = int(min(n, np.median(shared)))
+        if n_eff < 8:
+            return None
+        phi_map, _ = question_phi(ctx, s, qids)
+    phi = np.stack([phi_map[q] for q in qids]).astype(np.float32)  # (Q, query_dim)
+    try:
+        th, _, _ = calibrate_matched(
+            labels,
+            phi,
+            ctx.embedder.embed,
+            n=n_eff,
+            max_pairs=max_pairs,
+            seed=seed,
+            notes={"models": len(use)},
+        )
+    except InvalidDecisionInput:
+        return None
+    return th
+
+
 def thresholds_read(th: FingerprintThresholds, source: str) -> ThresholdsRead:
     return ThresholdsRead(
         same=th.same,
@@ -485,30 +577,127 @@ def thresholds_read(th: FingerprintThresholds, source: str) -> ThresholdsRead:
     )
 
 
+@dataclass(frozen=True)
+class Judgement:
+    """One comparison: distances, the evidence, and the verdict with the distance it rests on."""
+
+    distance: float
+    matched_distance: float | None
+    shared_questions: int
+    verdict: Verdict | None
+    basis: Basis
+
+
+def judge(
+    distance: float,
+    matched_distance: float | None,
+    shared: int,
+    global_th: FingerprintThresholds | None,
+    matched_th: FingerprintThresholds | None,
+) -> Judgement:
+    """Verdict on the matched distance when there is one (and matched thresholds), else the global one."""
+    if matched_distance is not None and matched_th is not None:
+        return Judgement(distance, matched_distance, shared, matched_th.verdict(matched_distance), "matched")
+    verdict = None if global_th is None else global_th.verdict(distance)
+    return Judgement(distance, matched_distance, shared, verdict, "global")
+
+
+VERDICT_RANK = {"same": 0, "related": 1, "different": 2, None: 3}
+
+
+def _order(j: Judgement) -> tuple[int, int, float]:
+    # verdict first; within a verdict matched evidence before global, then the distance used
+    used = j.matched_distance if j.basis == "matched" and j.matched_distance is not None else j.distance
+    return VERDICT_RANK[j.verdict], 0 if j.basis == "matched" else 1, used
+
+
 def fingerprint(ctx: Context, req: FingerprintRequest, thresholds: ThresholdProvider) -> FingerprintRead:
-    """Embed unregistered evaluations (nothing is written) and judge the nearest registered models."""
+    """Judge the nearest registered models against unregistered evaluations (nothing is written).
+
+    Shortlist: the max(k, 20) nearest models by global embedding distance. For each candidate scored
+    on at least `min_shared` of the submitted questions, both sides are embedded from their scores on
+    exactly those shared questions and the verdict uses that matched distance; otherwise the global.
+    """
     vec = embed_evaluations(ctx, req.evaluations)
-    hits = ctx.index.search_models(vec, req.k, None)
+    hits = ctx.index.search_models(vec, max(req.k, SHORTLIST), None)
     rows = _rows(ctx, [h.id for h in hits])
+    hits = [h for h in hits if h.id in rows]
     got = thresholds.get(ctx)
+    got_m = thresholds.get_matched(ctx)
+    with ctx.session_factory() as s:
+        keys = repo.question_ids_by_keys(s, [e.question for e in req.evaluations])
+        mine = {keys[e.question]: float(e.score) for e in req.evaluations if e.question in keys}
+        theirs = repo.model_scores(s, [h.id for h in hits])
+        shared = {
+            h.id: sorted(q for q, _ in theirs.get(h.id, []) if q in mine)  # canonical order: by question id
+            for h in hits
+        }
+        need = sorted({q for h in hits if len(shared[h.id]) >= req.min_shared for q in shared[h.id]})
+        phi, _ = question_phi(ctx, s, need)
+    matched = [h for h in hits if len(shared[h.id]) >= req.min_shared]
+    pairs: list[tuple[EvalSet, EvalSet]] = []
+    for h in matched:
+        qs = shared[h.id]
+        x = np.stack([phi[q] for q in qs]).astype(np.float32)  # (S, query_dim)
+        cand = dict(theirs[h.id])
+        pairs.append(
+            (
+                (x, np.asarray([cand[q] for q in qs], np.float32)),
+                (x, np.asarray([mine[q] for q in qs], np.float32)),
+            )
+        )
+    md = dict(zip([h.id for h in matched], matched_distances(pairs, ctx.embedder.embed), strict=True))
+    judged = [
+        (
+            h,
+            judge(
+                h.distance,
+                None if h.id not in md else float(md[h.id]),
+                len(shared[h.id]),
+                None if got is None else got[0],
+                None if got_m is None else got_m[0],
+            ),
+        )
+        for h in hits
+    ]
+    judged.sort(key=lambda hj: _order(hj[1]))
     return FingerprintRead(
         fingerprint=ctx.embedder.fingerprint,
         n_evaluations=len(req.evaluations),
+        min_shared=req.min_shared,
+        candidates=len(hits),
         thresholds=None if got is None else thresholds_read(*got),
+        matched_thresholds=None if got_m is None else thresholds_read(*got_m),
         matches=[
             FingerprintMatch(
                 model=brief(rows[h.id]),
-                distance=h.distance,
-                verdict=None if got is None else got[0].verdict(h.distance),
+                distance=j.distance,
+                matched_distance=j.matched_distance,
+                shared_questions=j.shared_questions,
+                verdict=j.verdict,
+                verdict_basis=j.basis,
             )
-            for h in hits
-            if h.id in rows
+            for h, j in judged[: req.k]
         ],
     )
 
 
-def duplicates(ctx: Context, thresholds: ThresholdProvider, *, limit: int = 1000) -> DuplicatesRead:
-    """Registered pairs whose embeddings are closer than the `same` threshold, nearest first."""
+def duplicates(
+    ctx: Context,
+    thresholds: ThresholdProvider,
+    *,
+    limit: int = 1000,
+    min_shared: int = 32,
+    neighbours: int = 3,
+    max_shared: int = 512,
+) -> DuplicatesRead:
+    """Registered pairs judged `same`, on matched distances over their shared questions where they
+    share at least `min_shared` (at most `max_shared`, a seeded sample, are embedded), else on the
+    global distance.
+
+    Work is bounded: only pairs closer than the global `related` threshold, plus each model's
+    `neighbours` nearest, are compared on shared questions.
+    """
     got = thresholds.get(ctx)
     if got is None:
         raise InvalidDecisionInput(
@@ -516,23 +705,69 @@ def duplicates(ctx: Context, thresholds: ThresholdProvider, *, limit: int = 1000
             "to calibrate one (need two models with at least 16 evaluations)"
         )
     th, source = got
+    got_m = thresholds.get_matched(ctx)
     pool = load_pool(ctx, None)
-    pairs: list[tuple[float, int, int]] = []
+    cand: dict[tuple[int, int], float] = {}
     block = 1024
     for start in range(0, len(pool.ids), block):
         d = pairwise_distances(pool.vectors[start : start + block], pool.vectors)  # (b, N)
-        rows, cols = np.nonzero(d < th.same)
-        for r, c in zip(rows, cols, strict=True):
-            i = start + int(r)
-            if i < int(c):
-                pairs.append((float(d[r, c]), i, int(c)))
-    pairs.sort()
+        for r in range(d.shape[0]):
+            i = start + r
+            near = np.argsort(d[r], kind="stable")[: neighbours + 1]
+            for c in {*np.flatnonzero(d[r] < th.related).tolist(), *near.tolist()}:
+                if c != i:
+                    cand[(min(i, c), max(i, c))] = float(d[r, c])
+    involved = sorted({x for pair in cand for x in pair})
+    pairs: list[tuple[EvalSet, EvalSet]] = []
+    shared_n: dict[tuple[int, int], int] = {}
+    matched_keys: list[tuple[int, int]] = []
+    with ctx.session_factory() as s:
+        scores = repo.model_scores(s, [pool.ids[x] for x in involved])
+        chosen: dict[tuple[int, int], list[uuid.UUID]] = {}
+        for i, j in cand:
+            a, b = dict(scores.get(pool.ids[i], [])), dict(scores.get(pool.ids[j], []))
+            qs = sorted(a.keys() & b.keys())
+            shared_n[(i, j)] = len(qs)
+            if got_m is not None and len(qs) >= min_shared:
+                keep = shared_sample(np.arange(len(qs)), max_shared, pair_seed(pool.ids[i], pool.ids[j]))
+                chosen[(i, j)] = [qs[k] for k in keep]
+        phi, _ = question_phi(ctx, s, sorted({q for qs in chosen.values() for q in qs}))
+        for (i, j), qs in chosen.items():
+            a, b = dict(scores[pool.ids[i]]), dict(scores[pool.ids[j]])
+            x = np.stack([phi[q] for q in qs]).astype(np.float32)  # (S, query_dim)
+            pairs.append(
+                (
+                    (x, np.asarray([a[q] for q in qs], np.float32)),
+                    (x, np.asarray([b[q] for q in qs], np.float32)),
+                )
+            )
+            matched_keys.append((i, j))
+    md = dict(zip(matched_keys, matched_distances(pairs, ctx.embedder.embed), strict=True))
+    found: list[tuple[tuple[int, int, float], int, int, Judgement]] = []
+    for (i, j), dist in cand.items():
+        m = md.get((i, j))
+        jd = judge(
+            dist, None if m is None else float(m), shared_n[(i, j)], th, None if got_m is None else got_m[0]
+        )
+        if jd.verdict == "same":
+            found.append((_order(jd), i, j, jd))
+    found.sort(key=lambda f: f[0])
     return DuplicatesRead(
         fingerprint=ctx.embedder.fingerprint,
         thresholds=thresholds_read(th, source),
+        matched_thresholds=None if got_m is None else thresholds_read(*got_m),
+        min_shared=min_shared,
+        pairs_compared=len(cand),
         pairs=[
-            DuplicatePair(a=brief(pool.rows[i]), b=brief(pool.rows[j]), distance=d)
-            for d, i, j in pairs[:limit]
+            DuplicatePair(
+                a=brief(pool.rows[i]),
+                b=brief(pool.rows[j]),
+                distance=jd.distance,
+                matched_distance=jd.matched_distance,
+                shared_questions=jd.shared_questions,
+                verdict_basis=jd.basis,
+            )
+            for _, i, j, jd in found[:limit]
         ],
     )
 
