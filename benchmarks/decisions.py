@@ -8,6 +8,13 @@ choices use embeddings only, and fingerprint thresholds are calibrated on train 
 of the models and measured on the other half (on test questions where the test split holds 2 x 128 of
 them, else on those models' train questions, which the thresholds never saw either).
 
+Matched-question fingerprinting (what POST /v1/fingerprint judges on): both sides are embedded from
+scores on the same questions. Thresholds (the shipped ones: all models, TRAIN questions only) come
+from distinct models' matched distances on random shared samples of n train questions; they are
+measured on TEST questions: FPR on distinct models' matched distances, TPR on simulated
+re-evaluations (a model's own test scores with 0/2/5/10% of them flipped: the data hold no second run
+of one model), and the real cases of one model under two names / providers / prompts.
+
     nice -n 10 python benchmarks/decisions.py --data /work/shared/data/lart /work/shared/data/mmlu_pro \
         /work/shared/data/zeroeval /work/shared/data/alpaca_eval_v2 [--checkpoint PATH] [--write-calibration]
 """
@@ -39,11 +46,16 @@ from encoder.metrics import routing_hit_at_k  # noqa: E402
 from encoder.query import QueryEncoder  # noqa: E402
 from encoder.train import TrainSource, prepare_source  # noqa: E402
 from registry.decisions import (  # noqa: E402
+    FingerprintThresholds,
     calibrate_thresholds,
+    distinct_matched_distances,
+    flipped_distances,
+    matched_distances,
     pairwise_distances,
     predicted_routing_accuracy,
     route,
     sample_pair_distances,
+    save_calibration,
     select_portfolio,
 )
 
@@ -318,6 +330,121 @@ def calibration_sample(
     return full.same, full.distinct
 
 
+def matched_calibration_sample(
+    emb: LocusEmbedder, ts: TrainSource, n: int, max_pairs: int, flip_rate: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Matched-question calibration: all models of this source, train questions only.
+
+    Returns (flipped re-evaluation distances at flip_rate, distinct-model matched distances)."""
+    groups, _ = variant_groups(ts.source.model_names)
+    q = ts.split.train
+    labels, phi = ts.source.labels[:, q], ts.phi[q]
+    distinct = distinct_matched_distances(
+        labels, phi, emb.embed, n=n, groups=groups, max_pairs=max_pairs, seed=seed + 3
+    )
+    same = flipped_distances(labels, phi, emb.embed, n=n, flip_rate=flip_rate, seed=seed + 4)
+    return same, distinct
+
+
+FLIP_RATES = (0.0, 0.02, 0.05, 0.10)
+
+
+def disagreement_floor(
+    labels: np.ndarray, groups: Sequence[str | None], n: int, seed: int
+) -> dict[str, float]:
+    """How often distinct models' scores differ on n shared questions (no encoder involved): a
+    re-evaluation whose noise exceeds the 1% quantile cannot be told from a distinct model at FPR 1%
+    by comparing the two score vectors' disagreement."""
+    obs = ~np.isnan(labels)
+    rng = np.random.default_rng(seed + 8)
+    d = []
+    for i in range(len(labels)):
+        for j in range(i + 1, len(labels)):
+            if groups[i] is not None and groups[i] == groups[j]:
+                continue
+            shared = np.flatnonzero(obs[i] & obs[j])
+            if len(shared) >= n:
+                q = rng.choice(shared, n, replace=False)
+                d.append(float(np.mean(np.abs(labels[i, q] - labels[j, q]))))
+    return {
+        "distinct_disagreement_p01": float(np.quantile(d, 0.01)),
+        "distinct_disagreement_p05": float(np.quantile(d, 0.05)),
+        "distinct_disagreement_median": float(np.median(d)),
+    }
+
+
+def matched_experiment(
+    emb: LocusEmbedder,
+    ts: TrainSource,
+    th: FingerprintThresholds,
+    n: int,
+    max_pairs: int,
+    min_shared: int,
+    seed: int,
+) -> dict[str, Any]:
+    """Matched-question TPR / FPR on TEST questions with the shipped (train-question) thresholds."""
+    src = ts.source
+    groups, pairs = variant_groups(src.model_names)
+    q = ts.split.test
+    labels, phi = src.labels[:, q], ts.phi[q]
+    n_eval = min(n, len(q))
+    distinct = distinct_matched_distances(
+        labels, phi, emb.embed, n=n_eval, groups=groups, max_pairs=max_pairs, seed=seed + 5
+    )
+    out: dict[str, Any] = {
+        "n_questions": n_eval,
+        "measured_on": "test questions (thresholds from train questions)",
+        "fpr": float((distinct < th.same).mean()),
+        "distinct_pairs": len(distinct),
+        "distinct_identical_scores": float((distinct == 0).mean()),
+        "distinct_distance_p01": float(np.quantile(distinct, 0.01)),
+        "distinct_distance_median": float(np.median(distinct)),
+        "tpr_by_flip_rate": {},
+        **disagreement_floor(labels, groups, n_eval, seed),
+    }
+    for rate in FLIP_RATES:
+        same = flipped_distances(labels, phi, emb.embed, n=n_eval, flip_rate=rate, repeats=2, seed=seed + 6)
+        out["tpr_by_flip_rate"][str(rate)] = {
+            "tpr": float((same < th.same).mean()),
+            "same_or_related": float((same < th.related).mean()),
+            "pairs": len(same),
+            "distance_median": float(np.median(same)),
+        }
+    # real cases: one model under two names / providers / prompts, on their shared test questions
+    obs = ~np.isnan(labels)
+    rows, sets = [], []
+    for i, j, kind in pairs:
+        shared = np.flatnonzero(obs[i] & obs[j])
+        if len(shared) < min_shared:
+            continue
+        pick = np.sort(np.random.default_rng(seed + 7 + i * 1000 + j).permutation(shared)[:n_eval])
+        sets.append(((phi[pick], labels[i, pick]), (phi[pick], labels[j, pick])))
+        rows.append(
+            {
+                "a": src.model_names[i],
+                "b": src.model_names[j],
+                "kind": kind,
+                "shared_questions": len(pick),
+                "agreement": float((labels[i, pick] == labels[j, pick]).mean()),
+            }
+        )
+    if sets:
+        for r, d in zip(rows, matched_distances(sets, emb.embed), strict=True):
+            r["matched_distance"] = float(d)
+            r["verdict"] = th.verdict(float(d))
+    out["provider_variants"] = [r for r in rows if r["kind"] == "provider"]
+    prompt = [r for r in rows if r["kind"] == "prompt"]
+    out["prompt_variants"] = {
+        "pairs": len(prompt),
+        **{
+            f"{v}_rate": float(np.mean([r["verdict"] == v for r in prompt])) if prompt else None
+            for v in ("same", "related", "different")
+        },
+        "agreement_median": float(np.median([r["agreement"] for r in prompt])) if prompt else None,
+    }
+    return out
+
+
 def latency(emb: LocusEmbedder, z_real: np.ndarray, texts: Sequence[str], reps: int) -> dict[str, Any]:
     """Route 1 / 100 new queries over 100 models (query encoding included); portfolios on synthetic pools."""
     rng = np.random.default_rng(0)
@@ -370,6 +497,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="only calibrate fingerprint thresholds (with --write-calibration: write them); no results JSON",
     )
+    ap.add_argument("--fp-max-pairs", type=int, default=1500, help="distinct pairs per source (matched)")
+    ap.add_argument("--fp-flip-rate", type=float, default=0.05, help="flip rate of the calibration's TPR")
+    ap.add_argument("--fp-min-shared", type=int, default=32, help="as the API's min_shared")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/decisions.json")
     ap.add_argument(
@@ -394,13 +524,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         "targets": TARGETS,
         "sources": {},
     }
-    all_same, all_distinct = [], []
+    all_same, all_distinct, m_same, m_distinct = [], [], [], []
+    prepared: list[TrainSource] = []
     z_for_latency, texts_for_latency = None, None
     for path in args.data:
         src = load_source(path)
         log.info("%s: %d models x %d questions", src.name, src.n_models, src.n_questions)
         phi = qenc.encode(list(src.texts))
         ts = prepare_source(src, phi, split_seed=0)
+        log.info("%s: matched-question calibration sample (train questions)", src.name)
+        ms, md = matched_calibration_sample(
+            emb, ts, args.fp_n, args.fp_max_pairs, args.fp_flip_rate, args.seed
+        )
+        m_same.append(ms)
+        m_distinct.append(md)
         if args.calibration_only:
             same, distinct = calibration_sample(emb, ts, args.fp_n, args.fp_repeats, args.seed)
             all_same.append(same)
@@ -428,6 +565,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "fallback": fb,
             "fingerprint": fp,
         }
+        prepared.append(ts)
         if z_for_latency is None or len(z) > len(z_for_latency):
             z_for_latency, texts_for_latency = z, [src.texts[i] for i in q]
     th = calibrate_thresholds(
@@ -446,13 +584,38 @@ def main(argv: Sequence[str] | None = None) -> int:
             "git_commit": results["git_commit"],
         },
     )
+    mth = calibrate_thresholds(
+        np.concatenate(m_same),
+        np.concatenate(m_distinct),
+        n_evaluations=args.fp_n,
+        notes={
+            "how": "matched questions: both sides embedded from their scores on the same n train questions "
+            "(sorted by question id); distinct = two models of one source that are not name variants, on a "
+            "random sample of n questions both were scored on (at most max_pairs pairs per source); "
+            "`same` keeps FPR <= max_fpr on them, `related` is their related_quantile; tpr/n_same_pairs: "
+            "each model's own n scores against the same scores with flip_rate of them flipped",
+            "flip_rate": args.fp_flip_rate,
+            "max_pairs": args.fp_max_pairs,
+            "sources": [str(p) for p in args.data],
+            "checkpoint_fingerprint": emb.fingerprint,
+            "split": "encoder.train.prepare_source(split_seed=0) train questions only",
+            "command": results["command"],
+            "git_commit": results["git_commit"],
+        },
+    )
     results["calibration"] = th.to_dict()
+    results["calibration_matched"] = mth.to_dict()
     if args.write_calibration:
-        th.save(args.checkpoint / "calibration.json")
+        save_calibration(args.checkpoint / "calibration.json", th, mth)
         log.info("wrote %s", args.checkpoint / "calibration.json")
     if args.calibration_only:
-        print(json.dumps(th.to_dict(), indent=2))
+        print(json.dumps({"global": th.to_dict(), "matched": mth.to_dict()}, indent=2))
         return 0
+    for ts in prepared:
+        log.info("%s: matched-question fingerprinting (test questions)", ts.source.name)
+        results["sources"][ts.source.name]["fingerprint"]["matched"] = matched_experiment(
+            emb, ts, mth, args.fp_n, args.fp_max_pairs, args.fp_min_shared, args.seed
+        )
     assert z_for_latency is not None and texts_for_latency is not None
     if not args.no_latency:
         log.info("latency")
@@ -504,6 +667,42 @@ def print_table(r: dict[str, Any]) -> None:
         f"related < {c['related']:.4f} "
         f"(calibration TPR {c['tpr']:.3f}, FPR {c['fpr']:.3f})"
     )
+    m = r["calibration_matched"]
+    print(
+        f"matched-question thresholds (n={m['n_evaluations']}): same < {m['same']:.4f}, "
+        f"related < {m['related']:.4f} (train: FPR {m['fpr']:.3f}, TPR at "
+        f"{100 * m['notes']['flip_rate']:.0f}% flips {m['tpr']:.3f})"
+    )
+    print("\nfingerprinting: disjoint 128-samples (global) vs matched questions, test questions")
+    flips = "".join(f"{'TPR@' + str(int(100 * f)) + '%':>9}" for f in FLIP_RATES)
+    print(
+        f"{'source':<16}{'n':>4} {'disjTPR':>8} {'disjFPR':>8} {'mFPR':>7}{flips} {'ident':>7} {'dis@p01':>8}"
+    )
+    for name, s in r["sources"].items():
+        fp = s["fingerprint"]
+        mt = fp["matched"]
+        tprs = "".join(f"{mt['tpr_by_flip_rate'][str(f)]['tpr']:9.3f}" for f in FLIP_RATES)
+        print(
+            f"{name:<16}{mt['n_questions']:>4} {fp['tpr']:8.3f} {fp['fpr']:8.3f} {mt['fpr']:7.3f}{tprs} "
+            f"{mt['distinct_identical_scores']:7.3f} {mt['distinct_disagreement_p01']:8.3f}"
+        )
+    print(
+        "ident: share of distinct-model pairs with identical scores on the sample; dis@p01: 1% quantile of "
+        "distinct pairs' score disagreement (re-evaluation noise above it cannot meet FPR 1%)"
+    )
+    for name, s in r["sources"].items():
+        mt = s["fingerprint"]["matched"]
+        for v in mt["provider_variants"]:
+            print(
+                f"  {name}: {v['a']} vs {v['b']}: matched distance {v['matched_distance']:.4f} on "
+                f"{v['shared_questions']} questions (agreement {v['agreement']:.3f}) -> {v['verdict']}"
+            )
+        pv = mt["prompt_variants"]
+        if pv["pairs"]:
+            print(
+                f"  {name}: {pv['pairs']} prompt-variant pairs: same {pv['same_rate']:.2f}, "
+                f"related {pv['related_rate']:.2f}, different {pv['different_rate']:.2f}"
+            )
 
 
 if __name__ == "__main__":

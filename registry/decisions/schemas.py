@@ -199,6 +199,10 @@ class FingerprintMatch(BaseModel):
         "than min_shared are shared",
     )
     shared_questions: int = Field(default=0, description="submitted questions the model was also scored on")
+    score_disagreement: float | None = Field(
+        default=None,
+        description="mean |score difference| on the shared questions (no encoder involved), for context",
+    )
     verdict: VerdictName | None
     verdict_basis: Basis = Field(
         default="global", description="which distance (and thresholds) the verdict used"
@@ -221,6 +225,9 @@ class DuplicatePair(BaseModel):
     distance: float = Field(description="global embedding distance")
     matched_distance: float | None = None
     shared_questions: int = 0
+    score_disagreement: float | None = Field(
+        default=None, description="mean |score difference| on the compared shared questions"
+    )
     verdict_basis: Basis = "global"
 
 

@@ -647,6 +647,11 @@ def fingerprint(ctx: Context, req: FingerprintRequest, thresholds: ThresholdProv
             )
         )
     md = dict(zip([h.id for h in matched], matched_distances(pairs, ctx.embedder.embed), strict=True))
+    disagree = {
+        h.id: float(np.mean([abs(mine[q] - float(y)) for q, y in theirs[h.id] if q in mine]))
+        for h in hits
+        if shared[h.id]
+    }
     judged = [
         (
             h,
@@ -674,6 +679,7 @@ def fingerprint(ctx: Context, req: FingerprintRequest, thresholds: ThresholdProv
                 distance=j.distance,
                 matched_distance=j.matched_distance,
                 shared_questions=j.shared_questions,
+                score_disagreement=disagree.get(h.id),
                 verdict=j.verdict,
                 verdict_basis=j.basis,
             )
@@ -743,6 +749,7 @@ def duplicates(
             )
             matched_keys.append((i, j))
     md = dict(zip(matched_keys, matched_distances(pairs, ctx.embedder.embed), strict=True))
+    disagree = {k: float(np.mean(np.abs(a[1] - b[1]))) for k, (a, b) in zip(matched_keys, pairs, strict=True)}
     found: list[tuple[tuple[int, int, float], int, int, Judgement]] = []
     for (i, j), dist in cand.items():
         m = md.get((i, j))
@@ -765,6 +772,7 @@ def duplicates(
                 distance=jd.distance,
                 matched_distance=jd.matched_distance,
                 shared_questions=jd.shared_questions,
+                score_disagreement=disagree.get((i, j)),
                 verdict_basis=jd.basis,
             )
             for _, i, j, jd in found[:limit]

@@ -55,11 +55,12 @@ def test_a_subset_of_its_own_evaluations_finds_the_model(
     assert top["model"]["id"] == registered["target"]
     assert top["verdict"] == "same" and top["verdict_basis"] == "matched"
     assert top["shared_questions"] == 48 and top["matched_distance"] == pytest.approx(0.0, abs=1e-6)
+    assert top["score_disagreement"] == 0.0
     # the global distance compares 48 questions with 96: not zero, which is why matching is needed
     assert top["distance"] > 0
     opposite = by_name["opposite"]
     assert opposite["verdict"] != "same" and opposite["verdict_basis"] == "matched"
-    assert opposite["matched_distance"] > mt["same"]
+    assert opposite["matched_distance"] > mt["same"] and opposite["score_disagreement"] == 1.0
 
 
 def test_too_few_shared_questions_fall_back_to_the_global_distance(
@@ -96,6 +97,6 @@ def test_duplicates_use_shared_questions(
     found = {frozenset((p["a"]["name"], p["b"]["name"])): p for p in body["pairs"]}
     pair = found[frozenset(("target", "target-mirror"))]
     assert pair["verdict_basis"] == "matched" and pair["shared_questions"] == 64
-    assert pair["matched_distance"] == pytest.approx(0.0, abs=1e-6)
+    assert pair["matched_distance"] == pytest.approx(0.0, abs=1e-6) and pair["score_disagreement"] == 0.0
     assert frozenset(("target", "opposite")) not in found
     assert body["pairs_compared"] >= 1 and body["matched_thresholds"] is not None
