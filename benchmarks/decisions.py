@@ -48,6 +48,7 @@ from encoder.train import TrainSource, prepare_source  # noqa: E402
 from registry.decisions import (  # noqa: E402
     FingerprintThresholds,
     calibrate_thresholds,
+    constant_rows,
     distinct_matched_distances,
     flipped_distances,
     matched_distances,
@@ -356,11 +357,12 @@ def disagreement_floor(
     re-evaluation whose noise exceeds the 1% quantile cannot be told from a distinct model at FPR 1%
     by comparing the two score vectors' disagreement."""
     obs = ~np.isnan(labels)
+    const = constant_rows(labels)
     rng = np.random.default_rng(seed + 8)
     d = []
     for i in range(len(labels)):
         for j in range(i + 1, len(labels)):
-            if groups[i] is not None and groups[i] == groups[j]:
+            if (groups[i] is not None and groups[i] == groups[j]) or const[i] == const[j]:
                 continue
             shared = np.flatnonzero(obs[i] & obs[j])
             if len(shared) >= n:
@@ -397,6 +399,7 @@ def matched_experiment(
         "fpr": float((distinct < th.same).mean()),
         "distinct_pairs": len(distinct),
         "distinct_identical_scores": float((distinct == 0).mean()),
+        "constant_score_models": int((~np.isnan(constant_rows(labels))).sum()),
         "distinct_distance_p01": float(np.quantile(distinct, 0.01)),
         "distinct_distance_median": float(np.median(distinct)),
         "tpr_by_flip_rate": {},
@@ -687,11 +690,14 @@ def print_table(r: dict[str, Any]) -> None:
             f"{mt['distinct_identical_scores']:7.3f} {mt['distinct_disagreement_p01']:8.3f}"
         )
     print(
-        "ident: share of distinct-model pairs with identical scores on the sample; dis@p01: 1% quantile of "
-        "distinct pairs' score disagreement (re-evaluation noise above it cannot meet FPR 1%)"
+        "ident: share of distinct-model pairs with identical scores on the sample (pairs of models with one "
+        "constant score everywhere are left out); dis@p01: 1% quantile of distinct pairs' score disagreement "
+        "on n questions (re-evaluation noise above it cannot meet FPR 1%)"
     )
     for name, s in r["sources"].items():
         mt = s["fingerprint"]["matched"]
+        if mt["constant_score_models"]:
+            print(f"  {name}: {mt['constant_score_models']} rows score one constant on every test question")
         for v in mt["provider_variants"]:
             print(
                 f"  {name}: {v['a']} vs {v['b']}: matched distance {v['matched_distance']:.4f} on "

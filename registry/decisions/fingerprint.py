@@ -22,7 +22,11 @@ thresholds come from distinct models' matched distances on random shared samples
 - their `tpr` is measured on simulated re-evaluations: a model's own scores on n questions against
   the same scores with `flip_rate` of them flipped (`notes["flip_rate"]`), a stand-in for the noise
   of re-running a model, since the data hold no second run of one model.
-Models whose scores on the shared questions are identical are indistinguishable by construction.
+Models whose scores on the shared questions are identical are indistinguishable by construction. A
+model with one constant score on every question it was evaluated on (e.g. a base model failing every
+item of a benchmark) has no fingerprint: two such models always sit at matched distance 0, so pairs of
+models with the same constant score are left out of the distinct pairs rather than forcing `same` to 0
+for everyone; a constant-score submission cannot identify a model (it matches every such model).
 """
 
 from __future__ import annotations
@@ -262,6 +266,14 @@ def pair_seed(*parts: object) -> int:
     return zlib.crc32("|".join(map(str, parts)).encode())
 
 
+def constant_rows(labels: np.ndarray) -> np.ndarray:
+    """(M,) the score of models whose observed scores are all that one value (no fingerprint), NaN
+    for the others (and for models without scores)."""
+    lo = np.min(np.where(np.isnan(labels), np.inf, labels), axis=1)
+    hi = np.max(np.where(np.isnan(labels), -np.inf, labels), axis=1)
+    return np.where(hi == lo, lo, np.nan)
+
+
 def distinct_matched_distances(
     labels: np.ndarray,
     phi: np.ndarray,
@@ -276,7 +288,8 @@ def distinct_matched_distances(
     random questions both were scored on, both embedded from their own scores on those questions.
 
     labels: (M, Q) scores, NaN where a model was not evaluated; phi: (Q, d) query encodings. Pairs in
-    one group (one model under two names) are skipped; pairs sharing fewer than n questions too.
+    one group (one model under two names) are skipped; pairs sharing fewer than n questions too, and
+    pairs of two models with the same constant score (see the module doc).
     """
     if n < 1:
         raise InvalidDecisionInput(f"need n >= 1, got n={n}")
@@ -284,11 +297,14 @@ def distinct_matched_distances(
         raise InvalidDecisionInput(f"{len(groups)} group labels for {len(labels)} models")
     obs = ~np.isnan(labels)  # (M, Q)
     counts = obs.astype(np.int32) @ obs.T.astype(np.int32)  # (M, M) shared questions per pair
+    const = constant_rows(labels)
     cand = [
         (u, v)
         for u in range(len(labels))
         for v in range(u + 1, len(labels))
-        if counts[u, v] >= n and (groups is None or groups[u] is None or groups[u] != groups[v])
+        if counts[u, v] >= n
+        and (groups is None or groups[u] is None or groups[u] != groups[v])
+        and const[u] != const[v]  # NaN (not constant) equals nothing
     ]
     rng = np.random.default_rng(seed)
     if len(cand) > max_pairs:

@@ -9,6 +9,7 @@ from registry.decisions import (
     FingerprintThresholds,
     calibrate_matched,
     calibrate_thresholds,
+    constant_rows,
     distinct_matched_distances,
     flipped_distances,
     load_calibration,
@@ -48,6 +49,16 @@ def test_flips_move_a_model_away_and_distinct_pairs_skip_unshared_questions() ->
     distinct = distinct_matched_distances(labels, phi, mean_embed, n=128, groups=[0, 0, *range(1, 7)])
     assert len(distinct) == 28 - 1  # the pair in group 0 is not a distinct pair
     assert len(distinct_matched_distances(labels, phi, mean_embed, n=270)) == 21  # model 0 shares only 260
+
+
+def test_pairs_of_constant_models_are_not_distinct_evidence() -> None:
+    labels, phi = score_matrix()
+    labels[3] = 0.0
+    labels[4] = 0.0  # two models failing everything: identical on any sample
+    labels[5] = 1.0  # constant too, but a different constant: still told apart
+    assert np.array_equal(constant_rows(labels), [np.nan] * 3 + [0, 0, 1] + [np.nan] * 2, equal_nan=True)
+    distinct = distinct_matched_distances(labels, phi, mean_embed, n=128)
+    assert len(distinct) == 28 - 1 and np.all(distinct > 0)  # only the pair (3, 4) is left out
 
 
 def test_matched_calibration_keeps_the_fpr_and_separates_flipped_reruns() -> None:
