@@ -719,7 +719,7 @@ def duplicates(
         d = pairwise_distances(pool.vectors[start : start + block], pool.vectors)  # (b, N)
         for r in range(d.shape[0]):
             i = start + r
-            near = np.argsort(d[r], kind="stable")[: neighbours + 1]
+            near = np.argpartition(d[r], min(neighbours, d.shape[1] - 1))[: neighbours + 1]  # self + nearest
             for c in {*np.flatnonzero(d[r] < th.related).tolist(), *near.tolist()}:
                 if c != i:
                     cand[(min(i, c), max(i, c))] = float(d[r, c])
