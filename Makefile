@@ -35,13 +35,13 @@ checkpoint: install
 	  --out encoder/checkpoints/default --seed 0
 
 bench-speed: install
-	$(PY) benchmarks/speed.py
+	$(PY) -m benchmarks.speed
 
 bench-quality: install
-	$(PY) benchmarks/quality.py --data $(DATA)/lart $(DATA)/mmlu_pro $(DATA)/zeroeval $(DATA)/alpaca_eval_v2
+	$(PY) -m benchmarks.quality --data $(DATA)/lart $(DATA)/mmlu_pro $(DATA)/zeroeval $(DATA)/alpaca_eval_v2
 
 bench-decisions: install
-	$(PY) benchmarks/decisions.py --data $(DATA)/lart $(DATA)/mmlu_pro $(DATA)/zeroeval $(DATA)/alpaca_eval_v2
+	$(PY) -m benchmarks.decisions --data $(DATA)/lart $(DATA)/mmlu_pro $(DATA)/zeroeval $(DATA)/alpaca_eval_v2
 
 bench-api: install
 	$(PY) -m benchmarks.api
