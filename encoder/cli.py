@@ -26,9 +26,11 @@ import torch
 from encoder.checkpoint import save_checkpoint
 from encoder.config import LocusConfig
 from encoder.data import load_source
+from encoder.inference import pad_sets
+from encoder.metrics import best_single, correctness_accuracy, oracle, random_choice, routing_hit_at_k
 from encoder.model import LocusModel
 from encoder.query import QueryEncoder
-from encoder.train import TrainConfig, TrainSource, anchor_sets, prepare_source, routing_hit1, train
+from encoder.train import TrainConfig, TrainSource, anchor_sets, prepare_source, train
 
 log = logging.getLogger("encoder.cli")
 
@@ -64,31 +66,16 @@ def test_metrics(model: LocusModel, ts: TrainSource, k: int, seed: int) -> dict[
     y = ts.source.labels[:, q].T  # (Q, M) with NaN where unlabelled
     model.eval()
     with torch.inference_mode():
-        sets = anchor_sets(ts, k, models, seed)
-        n = max(len(s[1]) for s in sets)
-        phi = torch.zeros(len(sets), n, model.cfg.query_dim)
-        lab = torch.zeros(len(sets), n)
-        mask = torch.zeros(len(sets), n, dtype=torch.bool)
-        for i, (p, s) in enumerate(sets):
-            phi[i, : len(s)] = torch.from_numpy(p)
-            lab[i, : len(s)] = torch.from_numpy(s)
-            mask[i, : len(s)] = True
-        z = model.encode(phi, lab, mask)  # (M, E)
+        z = model.encode(*pad_sets(anchor_sets(ts, k, models, seed), model.cfg.query_dim))  # (M, E)
         p = torch.sigmoid(model.predict_logits(z, torch.from_numpy(ts.phi[q]))).numpy()  # (Q, M)
-    observed = ~np.isnan(y)
-    correct = ((p >= 0.5) == (y >= 0.5))[observed]
-    train_lab = ts.source.labels[:, ts.split.train]
-    means = np.nanmean(np.where(np.isnan(train_lab), np.nan, train_lab), axis=1)
-    best = int(np.nanargmax(means))
-    rows = observed[:, best]
-    oracle_rows = observed.any(axis=1)
+    y_train = ts.source.labels[:, ts.split.train].T  # (Q_train, M): picks the best single model
     return {
         "k": float(k),
-        "routing_hit1": routing_hit1(p, y),
-        "best_single_hit1": float(y[rows, best].mean()) if rows.any() else float("nan"),
-        "oracle_hit1": float(np.nanmax(np.where(observed, y, -np.inf)[oracle_rows], axis=1).mean()),
-        "random_hit1": float(np.nanmean(np.where(observed, y, np.nan)[oracle_rows], axis=1).mean()),
-        "correctness_accuracy": float(correct.mean()),
+        "routing_hit1": routing_hit_at_k(p, y, k=1),
+        "best_single_hit1": best_single(y_train, y),
+        "oracle_hit1": oracle(y),
+        "random_hit1": random_choice(y),
+        "correctness_accuracy": correctness_accuracy(p, y),
     }
 
 

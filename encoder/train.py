@@ -25,6 +25,8 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from encoder.data import EvalSource, QuestionSplit, holdout_models, split_questions
+from encoder.inference import pad_sets
+from encoder.metrics import routing_hit_at_k
 from encoder.model import LocusModel
 
 log = logging.getLogger(__name__)
@@ -129,23 +131,11 @@ def anchor_sets(
 
 def routing_hit1(p: np.ndarray, y: np.ndarray) -> float:
     """Routing hit@1 over queries: p, y (Q, M), NaN in y where unlabelled (such models can't be picked)."""
-    observed = ~np.isnan(y)
-    rows = observed.any(axis=1)
-    masked = np.where(observed, p, -np.inf)[rows]
-    pick = masked.argmax(axis=1)
-    return float(np.nan_to_num(y[rows][np.arange(len(pick)), pick]).mean()) if len(pick) else float("nan")
+    return routing_hit_at_k(p, y, k=1)
 
 
 def _embed(model: LocusModel, sets: Sequence[tuple[np.ndarray, np.ndarray]], d: int) -> torch.Tensor:
-    n = max(len(s[1]) for s in sets)
-    phi = torch.zeros(len(sets), n, d)
-    y = torch.zeros(len(sets), n)
-    mask = torch.zeros(len(sets), n, dtype=torch.bool)
-    for i, (p, s) in enumerate(sets):
-        phi[i, : len(s)] = torch.from_numpy(p)
-        y[i, : len(s)] = torch.from_numpy(s)
-        mask[i, : len(s)] = True
-    return model.encode(phi, y, mask)
+    return model.encode(*pad_sets(sets, d))
 
 
 def improves(score: float, loss: float, best_score: float, best_loss: float, tolerance: float) -> bool:
