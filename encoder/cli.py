@@ -138,7 +138,12 @@ def run_train(
         "architecture": cfg.to_dict(),
         "n_parameters": model.n_parameters(),
         "train_config": dataclasses.asdict(tcfg),
+        # best_score is the highest validation hit@1 seen; the kept weights are those of best_step,
+        # chosen with the log-loss tie-break, so report that step's own score too.
         "best_val_hit1": result.best_score,
+        "selected_val_hit1": next(
+            (h["val_hit1"] for h in result.history if h["step"] == result.best_step), None
+        ),
         "best_step": result.best_step,
         "steps_run": result.steps_run,
         "train_seconds": round(result.seconds, 1),

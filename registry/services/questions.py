@@ -17,14 +17,7 @@ from registry.tables import QuestionRow
 
 
 def to_question_read(row: QuestionRow) -> QuestionRead:
-    return QuestionRead(
-        id=row.id,
-        key=row.key,
-        text=row.text,
-        category=row.category,
-        benchmark=row.benchmark,
-        created_at=row.created_at,
-    )
+    return QuestionRead.model_validate(row, from_attributes=True)
 
 
 def add_questions(ctx: Context, items: Sequence[QuestionIn]) -> QuestionsCreated:

@@ -103,6 +103,8 @@ def test_cli_run_train_writes_a_loadable_checkpoint_and_report(
     model, fp = load_checkpoint(out)
     report = json.loads((out / "training_report.json").read_text())
     assert report["fingerprint"] == fp
+    chosen = [h for h in report["history"] if h["step"] == report["best_step"]]
+    assert report["selected_val_hit1"] == chosen[0]["val_hit1"] <= report["best_val_hit1"]
     assert report["data"][0]["models"] == 6 and report["data"][0]["split_sizes"]["test"] == 8
     assert {r["k"] for r in report["test_metrics"]["tiny"]} == {32.0, 128.0, 256.0}
     assert model.cfg.query_dim == 384
