@@ -1,0 +1,50 @@
+"""Compare use case: distance, verdict, predicted agreement and per-category accuracy of two models."""
+
+from __future__ import annotations
+
+import uuid
+
+import numpy as np
+
+from registry.decisions.compare import compare_models
+from registry.decisions.schemas import CategoryRead, CompareRead, ReferenceQueries
+from registry.decisions.service.pool import brief, reference_queries, require_models, require_vectors
+from registry.decisions.service.thresholds import ThresholdProvider
+from registry.services.context import Context
+
+
+def compare(
+    ctx: Context,
+    a: uuid.UUID,
+    b: uuid.UUID,
+    thresholds: ThresholdProvider | None = None,
+    reference: ReferenceQueries | None = None,
+) -> CompareRead:
+    """Distance, verdict, predicted agreement and per-category predicted accuracy of two models."""
+    rows = require_models(ctx, [a, b])
+    vecs = require_vectors(ctx, [a, b])
+    phi, cats = reference_queries(ctx, reference)
+    if len(phi):
+        p = ctx.embedder.predict(np.stack([vecs[a], vecs[b]]).astype(np.float32), phi)  # (Q, 2)
+        pa, pb = p[:, 0], p[:, 1]
+    else:
+        pa = pb = np.zeros(0)
+    c = compare_models(vecs[a], vecs[b], pa, pb, cats)
+    got = thresholds.get(ctx) if thresholds is not None else None
+    return CompareRead(
+        a=brief(rows[a]),
+        b=brief(rows[b]),
+        fingerprint=ctx.embedder.fingerprint,
+        distance=c.distance,
+        verdict=None if got is None else got[0].verdict(c.distance),
+        reference_queries=len(phi),
+        predicted_agreement=c.predicted_agreement,
+        predicted_accuracy_a=c.accuracy_a,
+        predicted_accuracy_b=c.accuracy_b,
+        categories=[
+            CategoryRead(
+                category=r.category, queries=r.n_queries, predicted_accuracy_a=r.a, predicted_accuracy_b=r.b
+            )
+            for r in c.categories
+        ],
+    )

@@ -1,0 +1,116 @@
+"""Route use case: pick the best available model per query, optionally within a portfolio."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from registry.decisions.errors import EmptyCandidatesError, InvalidDecisionInput
+from registry.decisions.portfolio import select_portfolio
+from registry.decisions.routing import route
+from registry.decisions.schemas import (
+    FallbackRead,
+    PortfolioSpec,
+    QueryRouteRead,
+    RankedRead,
+    RouteRead,
+    RouteRequest,
+)
+from registry.decisions.service.pool import (
+    Pool,
+    brief,
+    check_queries,
+    load_pool,
+    price_of,
+    require_models,
+    require_vectors,
+    to_filter,
+)
+from registry.ports import ModelFilter
+from registry.services.context import Context
+
+
+def route_queries(ctx: Context, req: RouteRequest) -> RouteRead:
+    """Score every (query, candidate) in one predictor pass and pick the best available model per query."""
+    check_queries(req.queries)
+    if req.candidates is not None and req.portfolio is not None:
+        raise InvalidDecisionInput("give candidates or portfolio, not both")
+    if req.candidates is not None:
+        if not req.candidates:
+            raise EmptyCandidatesError("candidates is an empty list: name at least one model")
+        ids = list(dict.fromkeys(req.candidates))
+        rows = require_models(ctx, ids, "candidate")
+        vecs = require_vectors(ctx, ids)
+        pool = Pool(ids=ids, vectors=np.stack([vecs[i] for i in ids]), rows=[rows[i] for i in ids])
+    elif req.portfolio is not None:
+        pool = _portfolio_pool(ctx, req.portfolio)
+    else:
+        pool = load_pool(ctx, None)
+        if not pool.ids:
+            raise EmptyCandidatesError("no embedded model is registered: nothing to route to")
+    phi = ctx.embedder.encode_queries(req.queries)  # (Q, query_dim)
+    p = ctx.embedder.predict(pool.vectors, phi)  # (Q, M)
+    avail = [r.status == "active" for r in pool.rows]
+    if not any(avail):
+        raise EmptyCandidatesError("none of the candidate models is active")
+    decisions = route(
+        p,
+        prices=[price_of(r) for r in pool.rows],
+        cost_weight=req.cost_weight,
+        top_k=req.top_k,
+        available=avail,
+    )
+    active_ids = tuple(m for m, a in zip(pool.ids, avail, strict=True) if a)
+    nearest: dict[int, list[FallbackRead]] = {}
+    out = []
+    for qi, d in enumerate(decisions):
+        fb: list[FallbackRead] = []
+        if not avail[d.preferred] and req.fallbacks > 0:
+            if d.preferred not in nearest:
+                flt = ModelFilter(statuses=("active",), include_ids=active_ids)
+                hits = ctx.index.search_models(pool.vectors[d.preferred], req.fallbacks, flt)
+                at = pool.index_of()
+                nearest[d.preferred] = [
+                    FallbackRead(
+                        model=brief(pool.rows[at[h.id]]), distance=h.distance, predicted_agreement=None
+                    )
+                    for h in hits
+                    if h.id in at
+                ]
+            fb = nearest[d.preferred]
+        out.append(
+            QueryRouteRead(
+                query=qi,
+                ranked=[
+                    RankedRead(
+                        model=brief(pool.rows[c.index]),
+                        p_correct=c.p_correct,
+                        score=c.score,
+                        available=c.available,
+                    )
+                    for c in d.ranked
+                ],
+                chosen=brief(pool.rows[d.chosen]),
+                preferred=brief(pool.rows[d.preferred]),
+                fallbacks=fb,
+            )
+        )
+    return RouteRead(fingerprint=ctx.embedder.fingerprint, candidates=len(pool.ids), routes=out)
+
+
+def _portfolio_pool(ctx: Context, spec: PortfolioSpec) -> Pool:
+    pool = load_pool(ctx, to_filter(spec.filters))
+    if not pool.ids:
+        raise EmptyCandidatesError("no embedded model matches the portfolio filters")
+    if spec.k is None and spec.param_budget is None and spec.price_budget is None:
+        raise InvalidDecisionInput("portfolio: give k, param_budget or price_budget")
+    weights = None
+    budget = spec.param_budget if spec.param_budget is not None else spec.price_budget
+    if spec.param_budget is not None:
+        weights = np.array([np.nan if r.params_b is None else r.params_b for r in pool.rows])
+    elif spec.price_budget is not None:
+        weights = np.array([np.nan if price_of(r) is None else price_of(r) for r in pool.rows])
+    port = select_portfolio(pool.vectors, method=spec.method, k=spec.k, budget=budget, weights=weights)
+    keep = list(port.chosen)
+    return Pool(
+        ids=[pool.ids[i] for i in keep], vectors=pool.vectors[keep], rows=[pool.rows[i] for i in keep]
+    )
