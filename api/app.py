@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 from fastapi import APIRouter, FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api import errors
+from api import errors, metrics
 from api.deps import Container
 from api.routes import health, keys, models, questions
 from registry.settings import Settings, get_settings
@@ -123,5 +123,6 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
     errors.install(app)
     for router in [*ROUTERS, *_optional_routers()]:
         app.include_router(router)
+    metrics.install(app)  # /metrics: per-route counts and latency, registry gauges
     app.add_middleware(BodyLimit, max_bytes=cfg.max_body_bytes)
     return app
