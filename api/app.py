@@ -13,12 +13,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api import errors, metrics
 from api.deps import Container
-from api.routes import health, keys, models, questions
+from api.routes import health, imports, keys, models, questions
 from registry.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 
-ROUTERS: list[APIRouter] = [health.router, questions.router, models.router, keys.router]
+ROUTERS: list[APIRouter] = [health.router, questions.router, models.router, keys.router, imports.router]
 # Routers of other packages, included when their module exists.
 OPTIONAL_ROUTERS = ["api.routes.decisions"]
 

@@ -94,20 +94,44 @@ def cmd_keys(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_import(settings: Settings, args: argparse.Namespace) -> int:
+    from api.importing import load_batch
     from api.wiring import build_container
-    from encoder.data import load_source
     from registry import services
+    from registry.importers import ImportOptions
 
-    source = load_source(args.path, args.name)
+    options = ImportOptions(
+        model_name=args.model_name,
+        metric=_task_map(args.metric, "--metric"),
+        filter=_task_map(args.filter, "--filter"),
+        benchmark=_task_map(args.benchmark, "--benchmark", bare=False),
+        key_by=args.key_by,
+        name=args.name,
+    )
+    batch = load_batch(args.path, args.format, options, allow_pickle=True)  # local files: pickles allowed
     container = build_container(settings)
     bars = Bars()
     try:
-        report = services.import_source(container, source, limit_models=args.limit_models, progress=bars)
+        report = services.import_batch(container, batch, limit_models=args.limit_models, progress=bars)
     finally:
         bars.close()
         container.close()
     print(json.dumps(report.model_dump(), indent=2))
     return 0
+
+
+def _task_map(values: Sequence[str] | None, flag: str, *, bare: bool = True) -> dict[str, str]:
+    """`TASK=VALUE` pairs (and, where `bare`, a plain VALUE for every task) as a dict ("*" = every task)."""
+    out: dict[str, str] = {}
+    for v in values or ():
+        task, sep, value = v.partition("=")
+        if not sep:
+            if not bare:
+                raise ValueError(f"{flag} {v!r}: expected TASK=NAME")
+            task, value = "*", v
+        if not task.strip() or not value.strip():
+            raise ValueError(f"{flag} {v!r}: expected TASK=VALUE")
+        out[task.strip()] = value.strip()
+    return out
 
 
 def cmd_reindex(settings: Settings, args: argparse.Namespace) -> int:
@@ -122,6 +146,41 @@ def cmd_reindex(settings: Settings, args: argparse.Namespace) -> int:
         bars.close()
         container.close()
     print(json.dumps(report.model_dump(), indent=2))
+    return 0
+
+
+def cmd_export(settings: Settings, args: argparse.Namespace) -> int:
+    from api.wiring import build_container
+    from registry.exports.litellm import LiteLLMExportOptions, litellm_config
+    from registry.ports import ModelFilter
+
+    opts = LiteLLMExportOptions(
+        k=args.k,
+        same_license=args.same_license,
+        no_pricier=args.no_pricier,
+        auto_model=args.auto_model,
+        format=args.format,
+    )
+    flt = ModelFilter(
+        statuses=tuple(args.status or ()),
+        providers=tuple(args.provider or ()),
+        licenses=tuple(args.license or ()),
+        tags=tuple(args.tag or ()),
+        min_context_window=args.min_context_window,
+        max_input_price=args.max_input_price,
+        max_output_price=args.max_output_price,
+    )
+    container = build_container(settings)
+    try:
+        config = litellm_config(container, flt, opts)
+    finally:
+        container.close()
+    text = json.dumps(config.as_dict(), indent=2) + "\n"  # JSON is YAML: usable as LiteLLM's config.yaml
+    if args.out is None:
+        sys.stdout.write(text)
+    else:
+        args.out.write_text(text)
+        print(f"wrote {len(config.model_list)} deployments to {args.out}", file=sys.stderr)
     return 0
 
 
@@ -154,14 +213,68 @@ def parser() -> argparse.ArgumentParser:
     revoke.add_argument("id", type=_uuid)
     keys.set_defaults(func=cmd_keys)
 
-    imp = sub.add_parser("import", help="bulk-load a source (normalised or EmbedLLM layout)")
-    imp.add_argument("path", type=Path)
-    imp.add_argument("--name", default=None, help="source name (question-key prefix); default: folder name")
+    from api.importing import FORMATS
+
+    imp = sub.add_parser(
+        "import",
+        help="bulk-load evaluation logs or a score matrix (lm-eval, Inspect, HELM, routing benchmarks, CSV)",
+    )
+    imp.add_argument("path", type=Path, help="a file or folder in one of the formats")
+    imp.add_argument(
+        "--format", choices=FORMATS, default=None, help="default: detected from the files present"
+    )
+    imp.add_argument("--name", default=None, help="source label / question-key prefix of matrix formats")
     imp.add_argument("--limit-models", type=int, default=None, help="import only the first N models")
+    imp.add_argument(
+        "--model-name", default=None, help="the model's name (single-model logs: lm-eval, Inspect, HELM)"
+    )
+    imp.add_argument(
+        "--metric",
+        action="append",
+        metavar="[TASK=]METRIC",
+        help="per-sample metric (lm-eval, HELM) or scorer (Inspect) that means correct; repeatable",
+    )
+    imp.add_argument(
+        "--filter", action="append", metavar="[TASK=]FILTER", help="lm-eval filter, e.g. strict-match"
+    )
+    imp.add_argument(
+        "--benchmark",
+        action="append",
+        metavar="TASK=NAME",
+        help="name a task's questions under another benchmark",
+    )
+    imp.add_argument(
+        "--key-by",
+        choices=["id", "text"],
+        default="id",
+        help="question identity: the tool's task + document id (default), or a hash of the normalised text",
+    )
     imp.set_defaults(func=cmd_import)
 
     reidx = sub.add_parser("reindex", help="rebuild every vector from SQL for the loaded encoder")
     reidx.set_defaults(func=cmd_reindex)
+
+    exp = sub.add_parser("export", help="write the registry in another tool's format")
+    esub = exp.add_subparsers(dest="export_command", required=True)
+    lite = esub.add_parser(
+        "litellm", help="a LiteLLM Router config whose fallbacks are the registry's capable neighbours"
+    )
+    lite.add_argument("--out", type=Path, default=None, help="file to write (default: stdout)")
+    lite.add_argument("--format", choices=["router", "proxy"], default="router")
+    lite.add_argument("--k", type=int, default=3, help="fallbacks per model")
+    lite.add_argument(
+        "--same-license", action="store_true", help="fallbacks under the primary's licence only"
+    )
+    lite.add_argument("--no-pricier", action="store_true", help="fallbacks cost no more than the primary")
+    lite.add_argument("--auto-model", default="locus-auto", help="group routed by the registry ('' for none)")
+    lite.add_argument("--status", action="append", help="model statuses to export (default: active)")
+    lite.add_argument("--provider", action="append")
+    lite.add_argument("--license", action="append")
+    lite.add_argument("--tag", action="append")
+    lite.add_argument("--min-context-window", type=int, default=None)
+    lite.add_argument("--max-input-price", type=float, default=None)
+    lite.add_argument("--max-output-price", type=float, default=None)
+    exp.set_defaults(func=cmd_export)
     return ap
 
 

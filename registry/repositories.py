@@ -14,10 +14,12 @@ from sqlalchemy.orm import Session
 
 from registry.errors import NameTaken
 from registry.ports import ModelFilter
+from registry.schemas import EvaluationFilter
 from registry.tables import (
     ApiKeyRow,
     EmbeddingStateRow,
     EvaluationRow,
+    EvaluationSourceRow,
     ModelRow,
     ModelTagRow,
     QuestionRow,
@@ -240,8 +242,12 @@ def upsert_evaluations(
     items: Sequence[tuple[uuid.UUID, float, str | None]],
     *,
     new_model: bool = False,
+    source_ids: Sequence[uuid.UUID | None] | None = None,
 ) -> None:
-    """Store (question_id, score, source) for a model; an existing pair's score is replaced."""
+    """Store (question_id, score, source) for a model; an existing pair's score is replaced.
+
+    `source_ids` (parallel to `items`) links each score to its provenance record.
+    """
     if not new_model:
         # Delete-then-insert is the portable upsert (no dialect-specific ON CONFLICT).
         for part in chunks([q for q, _, _ in items]):
@@ -255,6 +261,12 @@ def upsert_evaluations(
         {"model_id": model_id, "question_id": q, "score": float(y), "source": src, "created_at": now}
         for q, y, src in items
     ]
+    if source_ids is not None:
+        for row, sid in zip(rows, source_ids, strict=True):
+            row["source_id"] = sid
+    else:
+        for row in rows:
+            row["source_id"] = None
     for batch in chunks(rows):
         s.execute(insert(EvaluationRow), list(batch))
     s.flush()
@@ -276,22 +288,114 @@ def model_scores(
     return dict(out)
 
 
+def _evaluation_conditions(flt: EvaluationFilter | None) -> list[ColumnElement[bool]]:
+    """Conditions on evaluations (outer-joined to their provenance) for a provenance filter."""
+    if flt is None:
+        return []
+    conds: list[ColumnElement[bool]] = []
+    if flt.tools:
+        conds.append(EvaluationSourceRow.tool.in_(flt.tools))
+    if flt.tasks:
+        conds.append(EvaluationSourceRow.task.in_(flt.tasks))
+    if flt.source_ids:
+        conds.append(EvaluationRow.source_id.in_(flt.source_ids))
+    if flt.min_run_at is not None:
+        conds.append(EvaluationSourceRow.run_at >= flt.min_run_at)
+    if flt.with_provenance is True:
+        conds.append(EvaluationRow.source_id.is_not(None))
+    elif flt.with_provenance is False:
+        conds.append(EvaluationRow.source_id.is_(None))
+    return conds
+
+
 def list_evaluations(
-    s: Session, model_id: uuid.UUID, *, limit: int = 50, offset: int = 0
-) -> tuple[list[tuple[EvaluationRow, str]], int]:
-    """A page of a model's evaluations with their question keys, ordered by key."""
-    total = s.scalar(
-        select(func.count()).select_from(EvaluationRow).where(EvaluationRow.model_id == model_id)
+    s: Session,
+    model_id: uuid.UUID,
+    *,
+    limit: int = 50,
+    offset: int = 0,
+    flt: EvaluationFilter | None = None,
+) -> tuple[list[tuple[EvaluationRow, str, EvaluationSourceRow | None]], int]:
+    """A page of a model's evaluations with their question keys and provenance, ordered by key."""
+    conds = [EvaluationRow.model_id == model_id, *_evaluation_conditions(flt)]
+    joined = EvaluationRow.__table__.outerjoin(
+        EvaluationSourceRow.__table__, EvaluationSourceRow.id == EvaluationRow.source_id
     )
+    total = s.scalar(select(func.count()).select_from(joined).where(*conds))
     stmt = (
-        select(EvaluationRow, QuestionRow.key)
+        select(EvaluationRow, QuestionRow.key, EvaluationSourceRow)
         .join(QuestionRow, QuestionRow.id == EvaluationRow.question_id)
-        .where(EvaluationRow.model_id == model_id)
+        .outerjoin(EvaluationSourceRow, EvaluationSourceRow.id == EvaluationRow.source_id)
+        .where(*conds)
         .order_by(QuestionRow.key)
         .limit(limit)
         .offset(offset)
     )
-    return [(row, key) for row, key in s.execute(stmt).tuples()], total or 0
+    return [(row, key, src) for row, key, src in s.execute(stmt).tuples()], total or 0
+
+
+def model_provenance(s: Session, model_id: uuid.UUID) -> list[tuple[EvaluationSourceRow | None, int, float]]:
+    """Per provenance of a model's scores: (provenance or None, number of scores, mean score)."""
+    stmt = (
+        select(EvaluationRow.source_id, func.count(), func.avg(EvaluationRow.score))
+        .where(EvaluationRow.model_id == model_id)
+        .group_by(EvaluationRow.source_id)
+    )
+    counts = [(sid, int(n), float(mean)) for sid, n, mean in s.execute(stmt)]
+    sources = get_sources(s, [sid for sid, _, _ in counts if sid is not None])
+    out = [(sources.get(sid) if sid is not None else None, n, mean) for sid, n, mean in counts]
+    out.sort(key=lambda t: (t[0] is None, t[0].tool if t[0] else "", t[0].task or "" if t[0] else ""))
+    return out
+
+
+# ---------------------------------------------------------------- provenance
+
+
+def get_sources(s: Session, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, EvaluationSourceRow]:
+    out: dict[uuid.UUID, EvaluationSourceRow] = {}
+    for part in chunks(list(ids)):
+        for row in s.scalars(select(EvaluationSourceRow).where(EvaluationSourceRow.id.in_(part))):
+            out[row.id] = row
+    return out
+
+
+def get_sources_by_fingerprints(s: Session, fingerprints: Sequence[str]) -> dict[str, EvaluationSourceRow]:
+    out: dict[str, EvaluationSourceRow] = {}
+    for part in chunks(list(fingerprints)):
+        for row in s.scalars(select(EvaluationSourceRow).where(EvaluationSourceRow.fingerprint.in_(part))):
+            out[row.fingerprint] = row
+    return out
+
+
+def add_sources(s: Session, rows: Sequence[EvaluationSourceRow]) -> None:
+    s.add_all(rows)
+    s.flush()
+
+
+def list_sources(
+    s: Session, *, tool: str | None = None, task: str | None = None, limit: int = 50, offset: int = 0
+) -> tuple[list[tuple[EvaluationSourceRow, int]], int]:
+    """A page of provenance records (newest first) with how many evaluations each holds."""
+    conds: list[ColumnElement[bool]] = []
+    if tool is not None:
+        conds.append(EvaluationSourceRow.tool == tool)
+    if task is not None:
+        conds.append(EvaluationSourceRow.task == task)
+    total = s.scalar(select(func.count()).select_from(EvaluationSourceRow).where(*conds)) or 0
+    n_evals = (
+        select(func.count())
+        .select_from(EvaluationRow)
+        .where(EvaluationRow.source_id == EvaluationSourceRow.id)
+        .scalar_subquery()
+    )
+    stmt = (
+        select(EvaluationSourceRow, n_evals)
+        .where(*conds)
+        .order_by(EvaluationSourceRow.created_at.desc(), EvaluationSourceRow.id)
+        .limit(limit)
+        .offset(offset)
+    )
+    return [(row, int(n)) for row, n in s.execute(stmt).tuples()], total
 
 
 # ---------------------------------------------------------------- embedding state

@@ -75,12 +75,71 @@ class EvaluationsAdd(Strict):
     evaluations: list[EvaluationIn] = Field(min_length=1)
 
 
+class EvaluationSourceRead(BaseModel):
+    """Provenance of imported scores: tool, task and settings that produced them, and the file."""
+
+    id: uuid.UUID
+    tool: str
+    tool_version: str | None
+    task: str | None
+    task_version: str | None
+    n_shot: int | None
+    generation: dict[str, Any] = Field(description="generation and scoring settings (metric, filter, ...)")
+    run_at: dt.datetime | None = Field(description="when the tool ran, where its log says")
+    file_name: str | None
+    file_sha256: str
+    created_at: dt.datetime
+
+
 class EvaluationRead(BaseModel):
     question: str
     question_id: uuid.UUID
     score: float
     source: str | None
     created_at: dt.datetime
+    provenance: EvaluationSourceRead | None = Field(None, description="null for scores sent without one")
+
+
+class EvaluationFilter(Strict):
+    """Keep only evaluations of this provenance (every given field must match; lists mean any of)."""
+
+    tools: list[str] = Field(default_factory=list)
+    tasks: list[str] = Field(default_factory=list)
+    source_ids: list[uuid.UUID] = Field(default_factory=list)
+    min_run_at: dt.datetime | None = None
+    with_provenance: bool | None = Field(None, description="true: imported scores only; false: the others")
+
+    @field_validator("min_run_at")
+    @classmethod
+    def _utc(cls, v: dt.datetime | None) -> dt.datetime | None:
+        # A time without a zone is read as UTC (stored run times are UTC).
+        return v.replace(tzinfo=dt.UTC) if v is not None and v.tzinfo is None else v
+
+
+class ModelProvenanceRead(BaseModel):
+    """One provenance of a model's scores (its model-card entry): how many scores, their mean."""
+
+    provenance: EvaluationSourceRead | None
+    evaluations: int
+    mean_score: float
+
+
+class EvaluationSourceCount(BaseModel):
+    source: EvaluationSourceRead
+    evaluations: int = Field(description="evaluations that cite this provenance")
+
+
+class ImportRequest(Strict):
+    """Import a file or folder on the server (under LOCUS_IMPORT_ROOT) in one of the importer formats."""
+
+    format: Annotated[str, StringConstraints(min_length=1, max_length=50)]
+    path: Annotated[str, StringConstraints(min_length=1, max_length=4096)]
+    model_name: Name | None = None
+    metric: dict[str, str] = Field(default_factory=dict, description='task -> metric ("*": every task)')
+    filter: dict[str, str] = Field(default_factory=dict, description="lm-eval: task -> filter")
+    benchmark: dict[str, str] = Field(default_factory=dict, description="task -> benchmark in question keys")
+    key_by: Literal["id", "text"] = "id"
+    name: Label | None = None
 
 
 class ModelFields(Strict):
@@ -205,3 +264,5 @@ class ImportReport(BaseModel):
     models_created: int
     models_updated: int
     evaluations: int
+    sources_created: int = Field(0, description="provenance records newly stored")
+    sources_existing: int = Field(0, description="provenance records already stored (imported before)")

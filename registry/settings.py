@@ -56,6 +56,10 @@ class Settings(BaseSettings):
         description="Intra-op threads of the encoder; 1 suits a server running requests concurrently. "
         "Unset = torch's default (all cores).",
     )
+    import_root: Path | None = Field(
+        default=None,
+        description="Folder whose files admins may import by server path (POST /v1/imports); unset = none.",
+    )
     host: str = Field(default="127.0.0.1", description="Address `locus-registry serve` binds to.")
     port: int = Field(default=8000, ge=1, le=65535, description="Port `locus-registry serve` listens on.")
     log_level: str = Field(default="info", description="Log level of the server.")

@@ -139,6 +139,33 @@ class EvaluationRow(Base):
     score: Mapped[float] = mapped_column(Float)
     source: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Where the score came from (tool, task, settings, file); NULL for scores sent without provenance.
+    source_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("evaluation_sources.id", ondelete="SET NULL"), index=True
+    )
+
+
+class EvaluationSourceRow(Base):
+    """Provenance of imported scores: the tool, task and settings that produced them, and the file.
+
+    `fingerprint` hashes all the other identifying fields, so importing the same file again finds
+    the same row (imports are idempotent) while a changed setting or file makes a new one.
+    """
+
+    __tablename__ = "evaluation_sources"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    fingerprint: Mapped[str] = mapped_column(String(64), unique=True)
+    tool: Mapped[str] = mapped_column(String(50), index=True)
+    tool_version: Mapped[str | None] = mapped_column(String(100))
+    task: Mapped[str | None] = mapped_column(String(200), index=True)
+    task_version: Mapped[str | None] = mapped_column(String(100))
+    n_shot: Mapped[int | None] = mapped_column(Integer)
+    generation: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # sampling settings
+    run_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    file_name: Mapped[str | None] = mapped_column(String(500))
+    file_sha256: Mapped[str] = mapped_column(String(64), index=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class EmbeddingStateRow(Base):

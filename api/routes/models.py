@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 
 from api.deps import ContainerDep, FilterDep, Limit, Offset, ReadAuth, WriteAuth
 from registry import services
 from registry.schemas import (
+    EvaluationFilter,
     EvaluationRead,
     EvaluationsAdd,
     ModelCreate,
@@ -67,9 +70,30 @@ def add_evaluations(
 
 @router.get("/{model_id}/evaluations")
 def list_evaluations(
-    model_id: uuid.UUID, container: ContainerDep, _: ReadAuth, limit: Limit = 100, offset: Offset = 0
+    model_id: uuid.UUID,
+    container: ContainerDep,
+    _: ReadAuth,
+    limit: Limit = 100,
+    offset: Offset = 0,
+    tool: Annotated[list[str] | None, Query(description="provenance: any of these tools")] = None,
+    task: Annotated[list[str] | None, Query(description="provenance: any of these tasks")] = None,
+    source_id: Annotated[
+        list[uuid.UUID] | None, Query(description="provenance: any of these records")
+    ] = None,
+    min_run_at: Annotated[dt.datetime | None, Query(description="provenance: runs at or after this")] = None,
+    with_provenance: Annotated[
+        bool | None, Query(description="true: imported scores only; false: the others")
+    ] = None,
 ) -> Page[EvaluationRead]:
-    return services.list_evaluations(container, model_id, limit=limit, offset=offset)
+    """A page of the model's scores with their provenance, optionally only those of given provenance."""
+    flt = EvaluationFilter(
+        tools=tool or [],
+        tasks=task or [],
+        source_ids=source_id or [],
+        min_run_at=min_run_at,
+        with_provenance=with_provenance,
+    )
+    return services.list_evaluations(container, model_id, limit=limit, offset=offset, flt=flt)
 
 
 @router.get("/{model_id}/similar")

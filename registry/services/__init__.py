@@ -7,15 +7,24 @@ raises `IndexUnavailable` inside the transaction, so nothing is committed.
 from registry.services.common import Progress
 from registry.services.context import Context, Sessions, SessionSource
 from registry.services.keys import authenticate, create_api_key, list_api_keys, revoke_api_key
-from registry.services.maintenance import EvalTable, import_source, readiness, reindex, stale_models
+from registry.services.maintenance import (
+    EvalTable,
+    import_batch,
+    import_source,
+    readiness,
+    reindex,
+    stale_models,
+)
 from registry.services.models import (
     add_evaluations,
     delete_model,
     embed_evaluations,
     get_model,
     get_models,
+    list_evaluation_sources,
     list_evaluations,
     list_models,
+    model_provenance,
     nearest_to_vector,
     register_model,
     similar_models,
@@ -38,11 +47,14 @@ __all__ = [
     "get_model",
     "get_models",
     "get_question_vectors",
+    "import_batch",
     "import_source",
     "list_api_keys",
+    "list_evaluation_sources",
     "list_evaluations",
     "list_models",
     "list_questions",
+    "model_provenance",
     "nearest_to_vector",
     "readiness",
     "register_model",

@@ -1,19 +1,23 @@
-"""Whole-registry operations: rebuild the vector index from SQL, bulk import, readiness."""
+"""Whole-registry operations: rebuild the vector index from SQL, bulk import (every format), readiness."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import uuid
 from typing import Protocol
 
 import numpy as np
 
+from registry import importers
 from registry import repositories as repo
 from registry.errors import InvalidInput, QuestionConflict
+from registry.importers import ImportBatch, Provenance
 from registry.schemas import ImportReport, ReindexReport
 from registry.services.common import Progress, embed_rows, index_write, new_question, upsert_vectors
 from registry.services.context import Context
-from registry.tables import ModelRow, QuestionRow
+from registry.tables import EvaluationSourceRow, ModelRow, QuestionRow, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -75,42 +79,80 @@ def import_source(
     *,
     limit_models: int | None = None,
     progress: Progress | None = None,
+    provenance: Provenance | None = None,
 ) -> ImportReport:
-    """Bulk-load a benchmark: questions keyed `<source>:<question_id>` (ids already prefixed with the
-    source name are kept), models by name, their scores.
+    """Bulk-load a benchmark table: questions keyed `<source>:<question_id>` (ids already prefixed with
+    the source name are kept), models by name, their scores.
 
     A model already registered under the same name gains these evaluations (re-importing replaces
-    the scores). Each new question text is encoded once. One transaction: all or nothing.
+    the scores). `provenance` says where the table came from (default: a record whose hash is over the
+    table's content). Each new question text is encoded once. One transaction: all or nothing.
+    """
+    labels = np.asarray(source.labels, dtype=np.float32)  # (M, Q)
+    if provenance is None:
+        digest = hashlib.sha256()
+        digest.update(np.ascontiguousarray(labels).tobytes())
+        for part in (source.question_ids, source.model_names, source.texts):
+            digest.update("\0".join(part).encode())
+        provenance = Provenance(tool="table", task=source.name, file_sha256=digest.hexdigest())
+    try:
+        batch = importers.from_table(
+            source.name,
+            source.question_ids,
+            source.texts,
+            source.categories,
+            source.model_names,
+            labels,
+            provenance,
+        )
+    except importers.ImportFormatError as exc:
+        raise InvalidInput(str(exc)) from None
+    return import_batch(ctx, batch, limit_models=limit_models, progress=progress)
+
+
+def import_batch(
+    ctx: Context,
+    batch: ImportBatch,
+    *,
+    limit_models: int | None = None,
+    progress: Progress | None = None,
+) -> ImportReport:
+    """Write what an importer read: questions, provenance records, models, scores, then embeddings.
+
+    Questions are matched by key (a stored key with another text is a QuestionConflict); provenance
+    by fingerprint, so importing the same file again stores nothing new and leaves the same scores
+    (idempotent). A model already registered under the same name gains the scores. One transaction.
     """
     report = progress or _noop
-    labels = np.asarray(source.labels, dtype=np.float32)  # (M, Q)
-    n_models, n_q = labels.shape
-    if n_q != len(source.question_ids) or n_models != len(source.model_names):
-        raise InvalidInput(
-            f"source {source.name!r}: labels {labels.shape} do not match "
-            f"{len(source.model_names)} models x {len(source.question_ids)} questions"
-        )
-    finite = labels[~np.isnan(labels)]
-    if finite.size and (finite.min() < 0 or finite.max() > 1):
-        raise InvalidInput(f"source {source.name!r}: scores must lie in [0, 1]")
-    m_take = n_models if limit_models is None else max(0, min(limit_models, n_models))
-    keys = [
-        q if q.startswith((f"{source.name}/", f"{source.name}:")) else f"{source.name}:{q}"
-        for q in source.question_ids
-    ]
+    n = batch.n_evaluations
+    for arr, what in (
+        (batch.model_idx, "model"),
+        (batch.question_idx, "question"),
+        (batch.source_idx, "source"),
+    ):
+        if arr.shape != (n,):
+            raise InvalidInput(f"import {batch.name!r}: {what} index has shape {arr.shape}, expected ({n},)")
+    if n and (float(batch.scores.min()) < 0 or float(batch.scores.max()) > 1 or np.isnan(batch.scores).any()):
+        raise InvalidInput(f"import {batch.name!r}: scores must lie in [0, 1]")
+    m_take = len(batch.models) if limit_models is None else max(0, min(limit_models, len(batch.models)))
+    keys = [q.key for q in batch.questions]
     ctx.ensure_collections()
     with ctx.session_factory() as s, s.begin():
         existing = repo.get_questions_by_keys(s, keys)
         new_rows: list[QuestionRow] = []
-        q_rows: list[QuestionRow] = []
-        for key, text, cat in zip(keys, source.texts, source.categories, strict=True):
-            row = existing.get(key)
+        q_ids: list[uuid.UUID] = []
+        for spec in batch.questions:
+            row = existing.get(spec.key)
             if row is None:
-                row = new_question(key, text, cat or None, source.name)
+                row = new_question(spec.key, spec.text, spec.category, spec.benchmark)
                 new_rows.append(row)
-            elif row.text != text:
-                raise QuestionConflict(f"question key {key!r} is already registered with a different text")
-            q_rows.append(row)
+            elif row.text != spec.text and not (
+                spec.text_keyed and importers.normalise_text(row.text) == importers.normalise_text(spec.text)
+            ):
+                raise QuestionConflict(
+                    f"question key {spec.key!r} is already registered with a different text"
+                )
+            q_ids.append(row.id)
         repo.add_questions(s, new_rows)
         cache: dict[uuid.UUID, np.ndarray] = {}
         for start in range(0, len(new_rows), QUESTION_BATCH):
@@ -123,8 +165,21 @@ def import_source(
                 part = new_rows[start : start + QUESTION_BATCH]
                 ctx.index.upsert_questions([r.id for r in part], np.stack([cache[r.id] for r in part]))
 
-        names = source.model_names[:m_take]
+        fingerprints = [p.fingerprint() for p in batch.provenances]
+        stored = repo.get_sources_by_fingerprints(s, fingerprints)
+        new_sources = [
+            _source_row(p, fp)
+            for p, fp in zip(batch.provenances, fingerprints, strict=True)
+            if fp not in stored
+        ]
+        repo.add_sources(s, new_sources)
+        stored.update({r.fingerprint: r for r in new_sources})
+        source_ids = [stored[fp].id for fp in fingerprints]
+
+        names = batch.models[:m_take]
         models = repo.get_models_by_names(s, names)
+        order = np.argsort(batch.model_idx, kind="stable")  # evaluations grouped by model
+        bounds = np.searchsorted(batch.model_idx[order], np.arange(len(batch.models) + 1))
         created = 0
         n_evals = 0
         rows: list[ModelRow] = []
@@ -134,9 +189,13 @@ def import_source(
             if model is None:
                 model = repo.add_model(s, ModelRow(id=uuid.uuid4(), name=name, status="active", meta={}))
                 created += 1
-            observed = np.flatnonzero(~np.isnan(labels[i]))
-            items = [(q_rows[j].id, float(labels[i, j]), source.name) for j in observed]
-            repo.upsert_evaluations(s, model.id, items, new_model=is_new)
+            sel = order[bounds[i] : bounds[i + 1]]
+            q_sel = batch.question_idx[sel].tolist()
+            items = [
+                (q_ids[j], y, batch.name) for j, y in zip(q_sel, batch.scores[sel].tolist(), strict=True)
+            ]
+            src = [source_ids[k] for k in batch.source_idx[sel].tolist()]
+            repo.upsert_evaluations(s, model.id, items, new_model=is_new, source_ids=src)
             n_evals += len(items)
             rows.append(model)
             report("evaluations", i + 1, len(names))
@@ -145,13 +204,32 @@ def import_source(
             upsert_vectors(ctx, points, new_phi)
             report("embeddings", min(start + MODEL_BATCH, len(rows)), len(rows))
         return ImportReport(
-            source=source.name,
+            source=batch.name,
             questions_created=len(new_rows),
             questions_existing=len(keys) - len(new_rows),
             models_created=created,
             models_updated=len(rows) - created,
             evaluations=n_evals,
+            sources_created=len(new_sources),
+            sources_existing=len(fingerprints) - len(new_sources),
         )
+
+
+def _source_row(p: Provenance, fingerprint: str) -> EvaluationSourceRow:
+    return EvaluationSourceRow(
+        id=uuid.uuid4(),
+        fingerprint=fingerprint,
+        tool=p.tool[:50],
+        tool_version=None if p.tool_version is None else str(p.tool_version)[:100],
+        task=None if p.task is None else p.task[:200],
+        task_version=None if p.task_version is None else str(p.task_version)[:100],
+        n_shot=p.n_shot,
+        generation=json.loads(json.dumps(dict(p.generation), default=str)),  # JSON-safe copy
+        run_at=p.run_at,
+        file_name=None if p.file_name is None else p.file_name[-500:],
+        file_sha256=p.file_sha256,
+        created_at=utcnow(),
+    )
 
 
 def readiness(ctx: Context) -> dict[str, bool]:

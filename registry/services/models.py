@@ -14,9 +14,13 @@ from registry import repositories as repo
 from registry.errors import EmbeddingMissing, InvalidInput, NotFound
 from registry.ports import ModelFilter, ModelPoint
 from registry.schemas import (
+    EvaluationFilter,
     EvaluationIn,
     EvaluationRead,
+    EvaluationSourceCount,
+    EvaluationSourceRead,
     ModelCreate,
+    ModelProvenanceRead,
     ModelRead,
     ModelUpdate,
     Page,
@@ -34,7 +38,7 @@ from registry.services.common import (
 )
 from registry.services.context import Context
 from registry.services.questions import resolve_evaluation_questions
-from registry.tables import ModelRow
+from registry.tables import EvaluationSourceRow, ModelRow
 
 log = logging.getLogger(__name__)
 
@@ -150,12 +154,17 @@ def delete_model(ctx: Context, model_id: uuid.UUID) -> None:
 
 
 def list_evaluations(
-    ctx: Context, model_id: uuid.UUID, *, limit: int = 100, offset: int = 0
+    ctx: Context,
+    model_id: uuid.UUID,
+    *,
+    limit: int = 100,
+    offset: int = 0,
+    flt: EvaluationFilter | None = None,
 ) -> Page[EvaluationRead]:
-    """A page of a model's evaluations, ordered by question key."""
+    """A page of a model's evaluations (with their provenance), ordered by question key."""
     with ctx.session_factory() as s:
         _load(s, model_id)
-        rows, total = repo.list_evaluations(s, model_id, limit=limit, offset=offset)
+        rows, total = repo.list_evaluations(s, model_id, limit=limit, offset=offset, flt=flt)
         items = [
             EvaluationRead(
                 question=key,
@@ -163,9 +172,36 @@ def list_evaluations(
                 score=r.score,
                 source=r.source,
                 created_at=r.created_at,
+                provenance=to_source_read(src) if src is not None else None,
             )
-            for r, key in rows
+            for r, key, src in rows
         ]
+        return Page(items=items, total=total, limit=limit, offset=offset)
+
+
+def to_source_read(row: EvaluationSourceRow) -> EvaluationSourceRead:
+    return EvaluationSourceRead.model_validate(row, from_attributes=True)
+
+
+def model_provenance(ctx: Context, model_id: uuid.UUID) -> list[ModelProvenanceRead]:
+    """Where a model's scores came from (its model card): per provenance, how many and their mean."""
+    with ctx.session_factory() as s:
+        _load(s, model_id)
+        return [
+            ModelProvenanceRead(
+                provenance=to_source_read(src) if src is not None else None, evaluations=n, mean_score=mean
+            )
+            for src, n, mean in repo.model_provenance(s, model_id)
+        ]
+
+
+def list_evaluation_sources(
+    ctx: Context, *, tool: str | None = None, task: str | None = None, limit: int = 50, offset: int = 0
+) -> Page[EvaluationSourceCount]:
+    """Every stored provenance record (newest first), with how many evaluations each holds."""
+    with ctx.session_factory() as s:
+        rows, total = repo.list_sources(s, tool=tool, task=task, limit=limit, offset=offset)
+        items = [EvaluationSourceCount(source=to_source_read(r), evaluations=n) for r, n in rows]
         return Page(items=items, total=total, limit=limit, offset=offset)
 
 

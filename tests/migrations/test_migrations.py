@@ -10,7 +10,15 @@ from registry import migrate
 from registry.db import make_engine
 from registry.tables import Base
 
-TABLES = {"models", "model_tags", "questions", "evaluations", "model_embeddings", "api_keys"}
+TABLES = {
+    "models",
+    "model_tags",
+    "questions",
+    "evaluations",
+    "model_embeddings",
+    "api_keys",
+    "evaluation_sources",
+}
 
 
 def test_upgrade_matches_tables_and_downgrade_removes_them(db_url: str) -> None:
