@@ -1,0 +1,1 @@
+"""Exports of the registry into other tools' formats (LiteLLM Router configs)."""
