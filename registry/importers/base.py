@@ -144,6 +144,7 @@ def as_score(value: object, where: str, what: str = "score") -> float:
     """A score in [0, 1] from a bool, number or numeric string; anything else names `where`."""
     if isinstance(value, bool):
         return 1.0 if value else 0.0
+    original = value
     if isinstance(value, str):
         v = value.strip().lower()
         if v in ("true", "false"):
@@ -156,7 +157,7 @@ def as_score(value: object, where: str, what: str = "score") -> float:
         raise ImportFormatError(f"{where}: {what} {value!r} is not a number")
     x = float(value)
     if math.isnan(x) or not 0.0 <= x <= 1.0:
-        raise ImportFormatError(f"{where}: {what} {value!r} is outside [0, 1]")
+        raise ImportFormatError(f"{where}: {what} {original!r} is outside [0, 1]")
     return x
 
 

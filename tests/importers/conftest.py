@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from tests.api.conftest import admin, client, writer  # noqa: F401  (API fixtures shared with tests/api)
+
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 LM_EVAL = FIXTURES / "lm_eval"
 
