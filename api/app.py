@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 
 ROUTERS: list[APIRouter] = [health.router, questions.router, models.router, keys.router, imports.router]
 # Routers of other packages, included when their module exists.
-OPTIONAL_ROUTERS = ["api.routes.decisions", "api.routes.export"]
+OPTIONAL_ROUTERS = ["api.routes.decisions", "api.routes.export", "api.routes.atlas"]
 
 
 class BodyLimit:
