@@ -8,11 +8,12 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, Depends, FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api import errors, metrics
-from api.deps import Container
+from api.deps import Container, reject_unknown_query
+from api.middleware import RequestContext, request_id_of
 from api.routes import health, imports, keys, models, questions
 from registry.settings import Settings, get_settings
 
@@ -20,7 +21,7 @@ log = logging.getLogger(__name__)
 
 ROUTERS: list[APIRouter] = [health.router, questions.router, models.router, keys.router, imports.router]
 # Routers of other packages, included when their module exists.
-OPTIONAL_ROUTERS = ["api.routes.decisions", "api.routes.export", "api.routes.atlas"]
+OPTIONAL_ROUTERS = ["api.routes.decisions", "api.routes.probes", "api.routes.export", "api.routes.atlas"]
 
 
 class BodyLimit:
@@ -36,7 +37,7 @@ class BodyLimit:
             return
         declared = dict(scope.get("headers", [])).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._refuse(send, int(declared))
+            await self._refuse(scope, send, int(declared))
             return
         seen = 0
 
@@ -52,12 +53,14 @@ class BodyLimit:
         try:
             await self.app(scope, counted, send)
         except _TooLarge as exc:
-            await self._refuse(send, exc.size)
+            await self._refuse(scope, send, exc.size)
 
-    async def _refuse(self, send: Send, size: int) -> None:
+    async def _refuse(self, scope: Scope, send: Send, size: int) -> None:
         body = json.dumps(
             errors.error_body(
-                "PayloadTooLarge", f"request body of {size} bytes exceeds the limit of {self.max_bytes} bytes"
+                "PayloadTooLarge",
+                f"request body of {size} bytes exceeds the limit of {self.max_bytes} bytes",
+                request_id_of(scope),
             )
         ).encode()
         await send(
@@ -122,7 +125,8 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
     )
     errors.install(app)
     for router in [*ROUTERS, *_optional_routers()]:
-        app.include_router(router)
+        app.include_router(router, responses=errors.RESPONSES, dependencies=[Depends(reject_unknown_query)])
     metrics.install(app)  # /metrics: per-route counts and latency, registry gauges
     app.add_middleware(BodyLimit, max_bytes=cfg.max_body_bytes)
+    app.add_middleware(RequestContext)  # outermost: ids and catches whatever the layers inside raise
     return app

@@ -6,12 +6,14 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from fastapi import Depends, Query, Request
+from fastapi.dependencies.models import Dependant
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import Engine
 
 from registry import services
+from registry.errors import InvalidInput
 from registry.ports import ModelFilter
-from registry.schemas import ApiKeyRead, Scope, Status
+from registry.schemas import ApiKeyRead, Label, Scope, Status
 from registry.services import Context
 from registry.settings import Settings
 
@@ -65,10 +67,10 @@ AdminAuth = Annotated[ApiKeyRead | None, Depends(require("admin"))]
 
 def model_filter(
     status: Annotated[list[Status] | None, Query(description="any of these statuses")] = None,
-    provider: Annotated[list[str] | None, Query(description="any of these providers")] = None,
-    family: Annotated[list[str] | None, Query()] = None,
-    license: Annotated[list[str] | None, Query()] = None,
-    tag: Annotated[list[str] | None, Query(description="every one of these tags")] = None,
+    provider: Annotated[list[Label] | None, Query(description="any of these providers")] = None,
+    family: Annotated[list[Label] | None, Query()] = None,
+    license: Annotated[list[Label] | None, Query()] = None,
+    tag: Annotated[list[Label] | None, Query(description="every one of these tags")] = None,
     min_params: Annotated[float | None, Query(ge=0, description="billions")] = None,
     max_params: Annotated[float | None, Query(ge=0, description="billions")] = None,
     min_context_window: Annotated[int | None, Query(ge=0)] = None,
@@ -92,4 +94,34 @@ def model_filter(
 
 FilterDep = Annotated[ModelFilter, Depends(model_filter)]
 Limit = Annotated[int, Query(ge=1, le=1000, description="page size")]
-Offset = Annotated[int, Query(ge=0)]
+Offset = Annotated[int, Query(ge=0, le=2**31 - 1)]
+
+
+class UnknownParameter(InvalidInput):
+    """A query parameter the endpoint does not take (a typo would otherwise be ignored silently)."""
+
+
+def _query_names(dependant: Dependant) -> set[str]:
+    names = {p.alias for p in dependant.query_params}
+    for sub in dependant.dependencies:  # a handful per route: cheaper than any cache keyed on it
+        names |= _query_names(sub)
+    return names
+
+
+def reject_unknown_query(request: Request) -> None:
+    """Refuse query parameters the route does not declare, as bodies refuse unknown fields: an ignored
+    `?providr=acme` would silently answer for every provider."""
+    if not request.query_params:
+        return
+    route = request.scope.get("route")
+    dependant = getattr(route, "dependant", None)
+    if dependant is None:
+        return
+    allowed = _query_names(dependant)
+    unknown = sorted(set(request.query_params.keys()) - allowed)
+    if unknown:
+        takes = ", ".join(sorted(allowed)) if allowed else "none"
+        raise UnknownParameter(
+            f"unknown query parameter{'s' if len(unknown) > 1 else ''} "
+            f"{', '.join(repr(u) for u in unknown)}; this endpoint takes: {takes}"
+        )

@@ -10,6 +10,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from registry.errors import (
@@ -43,8 +44,48 @@ def status_for(exc: RegistryError) -> int:
     return 400
 
 
-def error_body(error: str, detail: str) -> dict[str, str]:
-    return {"error": error, "detail": detail}
+class ErrorBody(BaseModel):
+    """Every error answers with this body."""
+
+    error: str = Field(description="the error's class, e.g. ValidationError, NotFound, NameTaken")
+    detail: str = Field(description="what went wrong and what to fix")
+    request_id: str | None = Field(
+        default=None, description="this request's id (also in the X-Request-ID header); quote it in reports"
+    )
+
+
+# Declared on every route of the app, so clients (and the fuzz tests) know the shape of each error status.
+RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": text}
+    for status, text in {
+        400: "bad request",
+        401: "missing or unknown API key",
+        403: "the API key lacks the scope",
+        404: "not found",
+        409: "conflict with the registry's state",
+        413: "request body or item count too large",
+        422: "invalid input; `detail` names the field",
+        500: "unexpected server error (quote the request id)",
+        503: "a dependency is unavailable",
+    }.items()
+}
+
+
+def _printable(text: str) -> str:
+    # Lone surrogates cannot be encoded as UTF-8: escape them rather than fail while reporting an error.
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def error_body(error: str, detail: str, request_id: str | None = None) -> dict[str, str]:
+    body = {"error": error, "detail": _printable(detail)}
+    if request_id is not None:
+        body["request_id"] = request_id
+    return body
+
+
+def _rid(request: Request) -> str | None:
+    rid = getattr(request.state, "request_id", None)
+    return rid if isinstance(rid, str) else None
 
 
 def _where(loc: Sequence[Any], body: Any) -> str:
@@ -93,18 +134,20 @@ def install(app: FastAPI) -> None:
     async def _registry(request: Request, exc: RegistryError) -> JSONResponse:
         status = status_for(exc)
         headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-        return JSONResponse(error_body(type(exc).__name__, exc.detail), status_code=status, headers=headers)
+        return JSONResponse(
+            error_body(type(exc).__name__, exc.detail, _rid(request)), status_code=status, headers=headers
+        )
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         name, detail = _validation_detail(exc)
-        return JSONResponse(error_body(name, detail), status_code=422)
+        return JSONResponse(error_body(name, detail, _rid(request)), status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         names = {404: "NotFound", 405: "MethodNotAllowed", 413: "PayloadTooLarge"}
         return JSONResponse(
-            error_body(names.get(exc.status_code, "HTTPError"), str(exc.detail)),
+            error_body(names.get(exc.status_code, "HTTPError"), str(exc.detail), _rid(request)),
             status_code=exc.status_code,
             headers=getattr(exc, "headers", None),
         )

@@ -3,20 +3,105 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
+import re
 import uuid
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 Status = Literal["active", "unavailable", "deprecated"]
 Scope = Literal["read", "write", "admin"]
 
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
-Label = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
-QuestionKey = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=300)]
-Text = Annotated[str, StringConstraints(min_length=1, max_length=100_000)]
+# Text that a database cannot store is refused here, at the boundary, on SQLite as on PostgreSQL:
+# PostgreSQL's text and JSON types cannot hold NUL (U+0000), and a lone surrogate (U+D800-U+DFFF, which a
+# JSON "\ud800" escape can carry) is not valid Unicode and cannot be encoded as UTF-8 at all.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+# Names, labels, keys and tags are one line of printable text: no control characters either.
+_NOT_ONE_LINE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+MAX_METADATA_DEPTH = 16
+MAX_INT = 2**31 - 1  # SQL INTEGER columns (context windows, counts)
+MAX_JSON_INT = 2**53  # integers in metadata: exact in every JSON reader (and in PostgreSQL's jsonb)
+
+
+def _describe(ch: str) -> str:
+    code = ord(ch)
+    if code == 0:
+        return "the NUL character (U+0000), which PostgreSQL cannot store"
+    if 0xD800 <= code <= 0xDFFF:
+        return f"a lone surrogate (U+{code:04X}), which is not valid Unicode text"
+    return f"the control character U+{code:04X} (only one line of printable text is allowed here)"
+
+
+def storable_text(value: str) -> str:
+    """`value` unchanged, or ValueError if it holds a character the registry's databases cannot store."""
+    found = _UNSTORABLE.search(value)
+    if found:
+        raise ValueError(f"must not contain {_describe(found.group())}, found at character {found.start()}")
+    return value
+
+
+def one_line_text(value: str) -> str:
+    """`value` unchanged, or ValueError if it holds a control character or an unstorable one."""
+    found = _NOT_ONE_LINE.search(value)
+    if found:
+        raise ValueError(f"must not contain {_describe(found.group())}, found at character {found.start()}")
+    return value
+
+
+def storable_json(value: Any, path: str = "metadata", depth: int = 0) -> Any:
+    """Check a JSON value for what the databases cannot store (NUL and lone surrogates in keys or
+    strings, NaN and infinities, integers beyond 2**53) and for nesting deeper than MAX_METADATA_DEPTH."""
+    if depth > MAX_METADATA_DEPTH:
+        raise ValueError(f"{path}: nested deeper than {MAX_METADATA_DEPTH} levels")
+    if isinstance(value, str):
+        _check(storable_text, value, path)
+    elif isinstance(value, bool) or value is None:
+        pass
+    elif isinstance(value, int):
+        if abs(value) > MAX_JSON_INT:
+            raise ValueError(f"{path}: integer {value} is beyond +-2**53; send it as a string")
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"{path}: {value} is not a finite number")
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            _check(storable_text, k, f"{path} key {k!r}")
+            storable_json(v, f"{path}.{k}", depth + 1)
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            storable_json(v, f"{path}[{i}]", depth + 1)
+    else:
+        raise ValueError(f"{path}: {type(value).__name__} is not a JSON value")
+    return value
+
+
+def _check(check: Any, text: str, path: str) -> None:
+    try:
+        check(text)
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None
+
+
+def _metadata(value: dict[str, Any]) -> dict[str, Any]:
+    result: dict[str, Any] = storable_json(value, "metadata")
+    return result
+
+
+Name = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200), AfterValidator(one_line_text)
+]
+Label = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100), AfterValidator(one_line_text)
+]
+QuestionKey = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=300), AfterValidator(one_line_text)
+]
+Text = Annotated[str, StringConstraints(min_length=1, max_length=100_000), AfterValidator(storable_text)]
 Score = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
 NonNegative = Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
+Count = Annotated[int, Field(ge=0, le=MAX_INT)]
+Metadata = Annotated[dict[str, Any], AfterValidator(_metadata)]
 
 T = TypeVar("T")
 
@@ -147,12 +232,12 @@ class ModelFields(Strict):
     family: Label | None = None
     base_model: Name | None = None
     params_b: NonNegative | None = Field(None, description="parameter count in billions")
-    context_window: Annotated[int, Field(ge=0)] | None = None
+    context_window: Count | None = None
     input_price: NonNegative | None = Field(None, description="USD per million input tokens")
     output_price: NonNegative | None = Field(None, description="USD per million output tokens")
     license: Label | None = None
     tags: list[Label] = Field(default_factory=list, max_length=100)
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    metadata: Metadata = Field(default_factory=dict)
 
 
 class ModelCreate(ModelFields):
@@ -171,13 +256,13 @@ class ModelUpdate(Strict):
     family: Label | None = None
     base_model: Name | None = None
     params_b: NonNegative | None = None
-    context_window: Annotated[int, Field(ge=0)] | None = None
+    context_window: Count | None = None
     input_price: NonNegative | None = None
     output_price: NonNegative | None = None
     license: Label | None = None
     status: Status | None = None
     tags: list[Label] | None = Field(None, max_length=100)
-    metadata: dict[str, Any] | None = None
+    metadata: Metadata | None = None
 
     @field_validator("name", "status", "tags", "metadata")
     @classmethod
@@ -193,6 +278,12 @@ class EmbeddingRead(BaseModel):
     n_evaluations: int
     updated_at: dt.datetime
     vector: list[float] | None = None
+    provisional: bool = Field(
+        default=False,
+        description="embedded from fewer evaluations than settle an embedding (see `settle_with`): its "
+        "distances move as evaluations arrive",
+    )
+    settle_with: str | None = Field(default=None, description="what more would settle it")
 
 
 class ModelRead(BaseModel):
@@ -224,12 +315,30 @@ class Page(BaseModel, Generic[T]):
 class SimilarModel(BaseModel):
     model: ModelRead
     distance: float = Field(description="Euclidean distance between the two embeddings")
+    shared_questions: int = Field(default=0, description="questions both models were scored on")
+    observed_disagreement: float | None = Field(
+        default=None, description="mean |score difference| on those shared questions (direct evidence)"
+    )
+    behaviour_distance: float | None = Field(
+        default=None,
+        description="estimated answer-disagreement rate, combining the embedding distance (as a rate, "
+        "worth `prior_questions` questions) with the observed disagreement on shared questions, weighted "
+        "by their number; results are ranked by it when present",
+    )
 
 
 class SimilarRead(BaseModel):
     model_id: uuid.UUID
     fingerprint: str
     items: list[SimilarModel]
+    ranked_by: Literal["embedding", "behaviour"] = Field(
+        default="embedding",
+        description="`behaviour`: re-ranked by behaviour_distance (candidates retrieved by vector search)",
+    )
+    distance_scale: float | None = Field(
+        default=None, description="embedding distance per unit of disagreement, fitted on registered pairs"
+    )
+    prior_questions: float | None = None
 
 
 class ApiKeyCreate(Strict):
@@ -266,3 +375,29 @@ class ImportReport(BaseModel):
     evaluations: int
     sources_created: int = Field(0, description="provenance records newly stored")
     sources_existing: int = Field(0, description="provenance records already stored (imported before)")
+
+
+class ProbeQuestionRead(BaseModel):
+    """One question of the probe set and why it was chosen."""
+
+    key: str
+    text: str
+    category: str | None
+    benchmark: str | None
+    information: float = Field(
+        description="item information at the registry's average ability: discrimination^2 * p * (1 - p)"
+    )
+    p_correct: float = Field(description="mean score of the registered models that were scored on it")
+    models_scored: int
+
+
+class ProbeSetRead(BaseModel):
+    """A fixed list of registered questions that tell registered models apart (GET /v1/probes)."""
+
+    version: str = Field(description="digest of the chosen keys: the same registry state gives the same set")
+    n: int
+    requested: int
+    models: int = Field(description="registered models whose scores the choice read")
+    eligible_questions: int = Field(description="questions scored by enough models to be judged")
+    method: str
+    questions: list[ProbeQuestionRead]

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter
 
 from api.deps import ContainerDep, Limit, Offset, ReadAuth, WriteAuth
 from registry import services
-from registry.schemas import Page, QuestionRead, QuestionsCreate, QuestionsCreated
+from registry.schemas import Label, Page, QuestionRead, QuestionsCreate, QuestionsCreated
 
 router = APIRouter(prefix="/v1/questions", tags=["questions"])
 
@@ -21,8 +21,8 @@ def create_questions(body: QuestionsCreate, container: ContainerDep, _: WriteAut
 def list_questions(
     container: ContainerDep,
     _: ReadAuth,
-    benchmark: str | None = Query(None),
-    category: str | None = Query(None),
+    benchmark: Label | None = None,
+    category: Label | None = None,
     limit: Limit = 100,
     offset: Offset = 0,
 ) -> Page[QuestionRead]:

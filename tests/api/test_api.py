@@ -46,7 +46,8 @@ def n_models(client: TestClient, reader: dict[str, str]) -> int:
 def assert_error(r: Any, status: int, error: str, *needles: str) -> None:
     assert r.status_code == status, r.text
     body = r.json()
-    assert set(body) == {"error", "detail"}
+    assert set(body) == {"error", "detail", "request_id"}
+    assert body["request_id"] == r.headers["x-request-id"]
     assert body["error"] == error, body
     for n in needles:
         assert n in body["detail"], body
