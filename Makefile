@@ -5,17 +5,32 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DATA ?= ../shared/data
 
-.PHONY: install serve test lint bench-speed bench-quality bench-decisions bench-api checkpoint clean
+.PHONY: install lock serve test lint bench-speed bench-quality bench-decisions bench-api checkpoint clean
 
-$(STAMP): pyproject.toml
+LOCK := requirements.lock
+PIP_VERSION ?= 26.3
+UV_VERSION ?= 0.13.9
+
+# requirements.lock pins every package (direct and transitive) that CI tested; it is applied as pip
+# constraints, so only what the project needs is installed, at exactly the locked version.
+$(STAMP): pyproject.toml $(LOCK)
 	$(PYTHON_BOOT) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	# CPU torch first, or sentence-transformers pulls a multi-GB CUDA build.
+	$(PY) -m pip install -q "pip==$(PIP_VERSION)"
+	# CPU torch first, or sentence-transformers pulls a multi-GB CUDA build (the lock's nvidia-* pins
+	# belong to PyPI's CUDA build and are never installed beside the CPU wheel).
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q -c $(LOCK) -e ".[dev]"
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# Re-resolve requirements.lock after changing pyproject.toml (keeps existing pins where they still fit;
+# `make lock UPGRADE=--upgrade` moves everything to the newest allowed versions).
+lock:
+	test -x $(VENV)/bin/python || $(PYTHON_BOOT) -m venv $(VENV)
+	$(PY) -m pip install -q "uv==$(UV_VERSION)"
+	$(VENV)/bin/uv pip compile pyproject.toml --extra dev --extra litellm --python-version 3.11 \
+	  --custom-compile-command "make lock" $(UPGRADE) -o $(LOCK)
 
 serve: install
 	$(VENV)/bin/locus-registry serve

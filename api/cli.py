@@ -39,13 +39,18 @@ class Bars:
 
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
-    import uvicorn
+    from api.server import ServeError, run
 
-    from api.app import create_app
-
-    host = args.host or settings.host
-    port = args.port or settings.port
-    uvicorn.run(create_app(settings), host=host, port=port, log_level=settings.log_level)
+    try:
+        run(
+            settings,
+            host=args.host or settings.host,
+            port=args.port or settings.port,
+            workers=args.workers or settings.workers,
+        )
+    except ServeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -191,6 +196,9 @@ def parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the HTTP API (uvicorn)")
     serve.add_argument("--host", default=None, help="default: LOCUS_HOST or 127.0.0.1")
     serve.add_argument("--port", type=int, default=None, help="default: LOCUS_PORT or 8000")
+    serve.add_argument(
+        "--workers", type=int, default=None, help="server processes (default: LOCUS_WORKERS or 1)"
+    )
     serve.set_defaults(func=cmd_serve)
 
     db = sub.add_parser("db", help="database migrations")

@@ -24,14 +24,16 @@ class Container(Context):
 
     settings: Settings = field(kw_only=True)
     engine: Engine | None = field(default=None, kw_only=True)
+    read_engine: Engine | None = field(default=None, kw_only=True)
 
     def close(self) -> None:
         """Release the index (frees the local-mode lock) and the database pool."""
         close = getattr(self.index, "close", None)
         if close is not None:
             close()
-        if self.engine is not None:
-            self.engine.dispose()
+        for engine in (self.engine, self.read_engine):
+            if engine is not None:
+                engine.dispose()
 
 
 def get_container(request: Request) -> Container:

@@ -17,6 +17,7 @@ import uuid
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.errors import error_body
+from registry import db
 
 HEADER = b"x-request-id"
 # An incoming id is kept only when it is short and plain (it ends up in logs and response headers).
@@ -64,6 +65,7 @@ class RequestContext:
         # A copy of the scope with its own state: the server's state dict may be shared between requests.
         scope = {**scope, "state": {**(scope.get("state") or {}), "request_id": rid}}
         token = current_request_id.set(rid)
+        read_token = db.reading.set(scope.get("method") in ("GET", "HEAD"))  # replica-eligible
         started = time.perf_counter()
         status = 0
 
@@ -84,6 +86,7 @@ class RequestContext:
             await _send_500(send_with_id, rid)
         finally:
             current_request_id.reset(token)
+            db.reading.reset(read_token)
             access_log.info(
                 json.dumps(
                     {

@@ -20,9 +20,25 @@ from registry.vectors import QdrantIndex
 log = logging.getLogger(__name__)
 
 
+def _pool(settings: Settings, url: str) -> dict[str, object]:
+    if url.startswith("sqlite"):
+        return {}
+    return {
+        "pool_size": settings.db_pool_size,
+        "max_overflow": settings.db_max_overflow,
+        "pool_timeout": settings.db_pool_timeout,
+    }
+
+
+def build_read_engine(settings: Settings) -> Engine | None:
+    """An engine on the read replica, when `database_read_url` is set."""
+    url = settings.database_read_url
+    return make_engine(url, **_pool(settings, url)) if url else None
+
+
 def build_engine(settings: Settings, *, migrate_sqlite: bool | None = None) -> Engine:
     """The database engine; in embedded mode (SQLite) the schema is brought up to date first."""
-    engine = make_engine(settings.database_url)
+    engine = make_engine(settings.database_url, **_pool(settings, settings.database_url))
     if settings.is_sqlite and (settings.auto_migrate if migrate_sqlite is None else migrate_sqlite):
         migrate.upgrade(engine)
     return engine
@@ -32,7 +48,13 @@ def build_index(settings: Settings) -> QdrantIndex:
     """A Qdrant server client when `qdrant_url` is set, else local mode at `qdrant_path`."""
     if settings.qdrant_url:
         key = settings.qdrant_api_key.get_secret_value() if settings.qdrant_api_key else None
-        return QdrantIndex(url=settings.qdrant_url, api_key=key)
+        return QdrantIndex(
+            url=settings.qdrant_url,
+            api_key=key,
+            shard_number=settings.qdrant_shard_number,
+            replication_factor=settings.qdrant_replication_factor,
+            write_consistency_factor=settings.qdrant_write_consistency_factor,
+        )
     if settings.qdrant_path != ":memory:":
         Path(settings.qdrant_path).mkdir(parents=True, exist_ok=True)
     return QdrantIndex(path=settings.qdrant_path)
@@ -59,14 +81,16 @@ def build_container(settings: Settings) -> Container:
     """Everything the API and the CLI's index-touching commands need, wired together."""
     embedder = build_embedder(settings)  # first: a missing checkpoint fails before anything is created
     engine = build_engine(settings)
+    read_engine = build_read_engine(settings)
     index = build_index(settings)
     container = Container(
-        session_factory=make_session_factory(engine),
+        session_factory=make_session_factory(engine, read_engine),
         index=index,
         embedder=embedder,
         max_items=settings.max_items,
         settings=settings,
         engine=engine,
+        read_engine=read_engine,
     )
     container.ensure_collections()
     return container

@@ -63,6 +63,32 @@ class Settings(BaseSettings):
     host: str = Field(default="127.0.0.1", description="Address `locus-registry serve` binds to.")
     port: int = Field(default=8000, ge=1, le=65535, description="Port `locus-registry serve` listens on.")
     log_level: str = Field(default="info", description="Log level of the server.")
+    workers: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Server processes of `locus-registry serve`; above 1 needs a Qdrant server (qdrant_url): "
+        "local mode is one process per folder.",
+    )
+    # PostgreSQL connections, per process (a server with N workers opens up to N * (size + overflow)).
+    db_pool_size: int = Field(default=5, ge=1, le=1000, description="Connections kept open per process.")
+    db_max_overflow: int = Field(default=10, ge=0, le=1000, description="Extra connections under load.")
+    db_pool_timeout: float = Field(default=30.0, gt=0, description="Seconds to wait for a free connection.")
+    database_read_url: str | None = Field(
+        default=None,
+        description="Optional read replica (PostgreSQL streaming replica) for read-only requests; "
+        "unset = every request uses database_url.",
+    )
+    # Qdrant distributed mode: used when a collection is created (existing collections keep theirs).
+    qdrant_shard_number: int | None = Field(
+        default=None, ge=1, description="Shards per collection; unset = the server's default (1)."
+    )
+    qdrant_replication_factor: int | None = Field(
+        default=None, ge=1, description="Copies of each shard across the cluster; unset = server default."
+    )
+    qdrant_write_consistency_factor: int | None = Field(
+        default=None, ge=1, description="Replicas that must acknowledge a write; unset = server default."
+    )
 
     @property
     def is_sqlite(self) -> bool:

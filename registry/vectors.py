@@ -87,7 +87,13 @@ class QdrantIndex:
         api_key: str | None = None,
         timeout: int = 30,
         question_cache: int = 200_000,
+        shard_number: int | None = None,
+        replication_factor: int | None = None,
+        write_consistency_factor: int | None = None,
     ) -> None:
+        # Qdrant distributed mode, applied when this index creates a collection (server mode only;
+        # None = the server's default).
+        self._shards = (shard_number, replication_factor, write_consistency_factor)
         if url:
             self._client = QdrantClient(url=url, api_key=api_key, timeout=timeout)
             self.local = False
@@ -167,9 +173,20 @@ class QdrantIndex:
             if size != dim:
                 raise RuntimeError(f"Qdrant collection {name!r} holds {size}-d vectors, expected {dim}-d")
             return
-        self._client.create_collection(
-            name, vectors_config=qm.VectorParams(size=dim, distance=qm.Distance.EUCLID)
-        )
+        try:
+            self._client.create_collection(
+                name,
+                vectors_config=qm.VectorParams(size=dim, distance=qm.Distance.EUCLID),
+                shard_number=None if self.local else self._shards[0],
+                replication_factor=None if self.local else self._shards[1],
+                write_consistency_factor=None if self.local else self._shards[2],
+            )
+        except Exception:
+            # Another process (worker, replica) created it between the check and here: use theirs.
+            if not self._client.collection_exists(name):
+                raise
+            self._create_or_check(name, dim, payload_indexes=payload_indexes)
+            return
         if payload_indexes and not self.local:
             for field, schema in PAYLOAD_INDEXES.items():
                 self._client.create_payload_index(name, field_name=field, field_schema=schema)

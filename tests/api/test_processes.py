@@ -1,0 +1,159 @@
+"""More than one process: two independently built app instances (own engine, own vector index, own
+encoder instance, own threshold caches) on the same database give the same answers; the server refuses
+several workers on qdrant-client's local mode; the read-replica routing sends GET queries to the replica."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine, event
+
+from api.app import create_app
+from api.deps import Container
+from api.server import ServeError, check_workers
+from encoder.inference import LocusEmbedder
+from encoder.model import LocusModel
+from encoder.query import QueryEncoder
+from registry import db, services
+from registry.db import make_engine, make_session_factory
+from registry.settings import Settings
+from registry.tables import Base
+from registry.vectors import QdrantIndex
+from tests.api.conftest import bearer
+from tests.conftest import SMALL
+
+
+def _instance(url: str, qdrant: Path, query_encoder: QueryEncoder) -> tuple[Container, TestClient]:
+    torch.manual_seed(0)  # the same weights, loaded separately, as each worker loads the checkpoint
+    embedder = LocusEmbedder(LocusModel(SMALL), query_encoder)
+    engine = make_engine(url)
+    container = Container(
+        session_factory=make_session_factory(engine),
+        index=QdrantIndex(path=str(qdrant)),
+        embedder=embedder,
+        settings=Settings(database_url=url, max_items=500),
+        engine=engine,
+    )
+    container.ensure_collections()
+    return container, TestClient(create_app(container=container))
+
+
+@pytest.fixture
+def two(
+    db_url: str, tmp_path: Path, query_encoder: QueryEncoder
+) -> Iterator[tuple[TestClient, TestClient, dict[str, str], list[str]]]:
+    """Instance A registers models; instance B, built afterwards on the same database, rebuilds its
+    own index from SQL (`reindex`, as a new worker's Qdrant server would already hold the vectors)."""
+    setup = make_engine(db_url)
+    Base.metadata.create_all(setup)
+    setup.dispose()
+    a_ctx, a = _instance(db_url, tmp_path / "qa", query_encoder)
+    headers = bearer(services.create_api_key(a_ctx, "k", ["admin"]).key)
+    ids = []
+    with a:
+        for m in range(6):
+            evals = [
+                {
+                    "question": f"q{i}",
+                    "text": f"Question {i} about topic {i % 3}?",
+                    "score": ((i * m) % 5) / 4,
+                }
+                for i in range(40)
+            ]
+            r = a.post(
+                "/v1/models",
+                json={"name": f"m{m}", "provider": "p" + str(m % 2), "params_b": m + 1, "evaluations": evals},
+                headers=headers,
+            )
+            assert r.status_code == 201, r.text
+            ids.append(r.json()["id"])
+    b_ctx, b = _instance(db_url, tmp_path / "qb", query_encoder)
+    services.reindex(b_ctx)
+    with a, b:
+        yield a, b, headers, ids
+    for ctx in (a_ctx, b_ctx):
+        ctx.close()
+
+
+def _same(a: TestClient, b: TestClient, method: str, path: str, headers: dict[str, str], **kw: Any) -> Any:
+    ra = a.request(method, path, headers=headers, **kw)
+    rb = b.request(method, path, headers=headers, **kw)
+    assert ra.status_code == rb.status_code == 200, (path, ra.text, rb.text)
+    assert ra.json() == rb.json(), path
+    return ra.json()
+
+
+def test_two_instances_answer_alike(two: tuple[TestClient, TestClient, dict[str, str], list[str]]) -> None:
+    a, b, headers, ids = two
+    _same(a, b, "GET", "/v1/models", headers, params={"provider": "p1"})
+    _same(a, b, "GET", f"/v1/models/{ids[0]}", headers, params={"include_vector": True})
+    assert len(_same(a, b, "GET", f"/v1/models/{ids[0]}/similar", headers, params={"k": 5})["items"]) == 5
+    _same(a, b, "GET", f"/v1/models/{ids[1]}/fallbacks", headers)
+    _same(a, b, "POST", "/v1/route", headers, json={"queries": ["Question 3 about topic 0?", "anything"]})
+    _same(a, b, "POST", "/v1/portfolios", headers, json={"k": 2})
+    _same(a, b, "GET", "/v1/compare", headers, params={"a": ids[0], "b": ids[1]})
+    _same(a, b, "GET", "/v1/duplicates", headers)
+    probe = [{"question": f"q{i}", "score": ((i * 2) % 5) / 4} for i in range(40)]
+    _same(a, b, "POST", "/v1/fingerprint", headers, json={"evaluations": probe})
+    # a write through one instance is read back alike through the other (SQL is shared)
+    r = b.patch(f"/v1/models/{ids[2]}", json={"status": "deprecated"}, headers=headers)
+    assert r.status_code == 200
+    assert a.get(f"/v1/models/{ids[2]}", headers=headers).json()["status"] == "deprecated"
+
+
+def test_several_workers_need_a_qdrant_server() -> None:
+    check_workers(Settings(qdrant_url="http://qdrant:6333"), 4)
+    check_workers(Settings(), 1)
+    with pytest.raises(ServeError, match="LOCUS_QDRANT_URL"):
+        check_workers(Settings(), 2)
+
+
+def test_reads_go_to_the_replica_while_reading(tmp_path: Path) -> None:
+    """GET requests (db.reading set) query the read engine; writes and other requests use the primary."""
+    primary = make_engine(f"sqlite:///{tmp_path / 'primary.db'}")
+    replica = make_engine(f"sqlite:///{tmp_path / 'replica.db'}")
+    for eng in (primary, replica):
+        Base.metadata.create_all(eng)
+    used: list[str] = []
+
+    def track(name: str, eng: Engine) -> None:
+        event.listen(eng, "before_cursor_execute", lambda *a, **k: used.append(name))
+
+    track("primary", primary)
+    track("replica", replica)
+    sessions = make_session_factory(primary, replica)
+    services.create_api_key(services.Sessions(sessions), "w", ["read"])
+    assert set(used) == {"primary"}
+    used.clear()
+    token = db.reading.set(True)
+    try:
+        assert services.list_api_keys(services.Sessions(sessions)) == []  # the replica has none yet
+    finally:
+        db.reading.reset(token)
+    assert set(used) == {"replica"}
+    used.clear()
+    assert len(services.list_api_keys(services.Sessions(sessions))) == 1
+    assert set(used) == {"primary"}
+    primary.dispose()
+    replica.dispose()
+
+
+def test_pool_settings_reach_the_postgresql_engine() -> None:
+    from api.wiring import build_engine, build_read_engine
+
+    cfg = Settings(
+        database_url="postgresql+psycopg://u@127.0.0.1:1/x",
+        database_read_url="postgresql+psycopg://u@127.0.0.1:2/x",
+        db_pool_size=3,
+        db_max_overflow=1,
+    )
+    for eng in (build_engine(cfg), build_read_engine(cfg)):
+        assert eng is not None
+        assert eng.pool.size() == 3 and eng.pool._max_overflow == 1  # type: ignore[attr-defined]
+        eng.dispose()
+    assert build_read_engine(Settings()) is None
