@@ -1,9 +1,11 @@
 """Atlas use case: a 2-D map of every embedded model, with clusters, cached per encoder and registry state.
 
-The projection (scikit-learn: t-SNE by default, Isomap or PCA on request) and the clusters (k-means on
-the embeddings themselves, not on the map) are computed once per (encoder fingerprint, method, exact set
-of vectors): the cache key hashes the ids and vector bytes, so registering or refining a model gives a
-new map while metadata edits (names, prices, status) are read fresh on every call at no projection cost.
+The projection (scikit-learn: by default t-SNE up to 300 models and Isomap above, as t-SNE's cost grows
+too fast for a map recomputed after each registration; t-SNE, Isomap or PCA on request) and the
+clusters (k-means on the embeddings themselves, not on the map) are computed once per encoder
+fingerprint, method and exact set of vectors: the cache key hashes the ids and vector bytes, so
+registering or refining a model gives a new map, while metadata edits (names, prices, status) are read
+fresh on every call at no projection cost.
 """
 
 from __future__ import annotations
@@ -26,7 +28,9 @@ from registry.schemas import ModelRead, Status
 from registry.services.context import Context
 
 Method = Literal["tsne", "isomap", "pca"]
+MethodChoice = Literal["auto", "tsne", "isomap", "pca"]
 PAGE = 1000
+TSNE_MAX = 300  # `auto` uses t-SNE up to this many models, Isomap above (1,000 models: ~0.6 s vs ~10 s)
 
 
 class AtlasPoint(BaseModel):
@@ -48,7 +52,7 @@ class AtlasPoint(BaseModel):
 
 class AtlasRead(BaseModel):
     fingerprint: str
-    method: Method
+    method: Method = Field(description="the projection used (`auto` resolved)")
     state: str = Field(description="hash of the embedded models' ids and vectors the map was computed from")
     cached: bool = Field(description="true when the projection came from the cache (no recomputation)")
     compute_ms: float = Field(description="projection + clustering time when it was computed")
@@ -125,7 +129,13 @@ def _all_models(ctx: Context) -> list[ModelRead]:
             return out
 
 
-def atlas(ctx: Context, cache: AtlasCache, method: Method = "tsne") -> AtlasRead:
+def resolve(method: MethodChoice, n: int) -> Method:
+    if method != "auto":
+        return method
+    return "tsne" if n <= TSNE_MAX else "isomap"
+
+
+def atlas(ctx: Context, cache: AtlasCache, method: MethodChoice = "auto") -> AtlasRead:
     """Every embedded model on a 2-D map (cached layout) with its current metadata."""
     models = {m.id: m for m in _all_models(ctx)}
     ids, vectors = ctx.index.scan_models(None)
@@ -134,7 +144,8 @@ def atlas(ctx: Context, cache: AtlasCache, method: Method = "tsne") -> AtlasRead
     keep = [i for _, i in order]
     ids = [ids[i] for i in keep]
     vectors = vectors[keep]
-    digest = hashlib.sha256(f"{ctx.embedder.fingerprint}|{method}|".encode())
+    used = resolve(method, len(ids))
+    digest = hashlib.sha256(f"{ctx.embedder.fingerprint}|{used}|".encode())
     digest.update("".join(str(m) for m in ids).encode())
     digest.update(np.ascontiguousarray(vectors).tobytes())
     key = digest.hexdigest()[:16]
@@ -142,7 +153,7 @@ def atlas(ctx: Context, cache: AtlasCache, method: Method = "tsne") -> AtlasRead
     cached = layout is not None
     if layout is None:
         started = time.perf_counter()
-        xy = project(vectors, method)
+        xy = project(vectors, used)
         labels = cluster(vectors)
         layout = Layout(xy=xy, clusters=labels, compute_ms=(time.perf_counter() - started) * 1000)
         cache.put(key, layout)
@@ -169,7 +180,7 @@ def atlas(ctx: Context, cache: AtlasCache, method: Method = "tsne") -> AtlasRead
         )
     return AtlasRead(
         fingerprint=ctx.embedder.fingerprint,
-        method=method,
+        method=used,
         state=key,
         cached=cached,
         compute_ms=round(layout.compute_ms, 2),

@@ -15,7 +15,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import FileResponse
 
 from api.deps import ContainerDep, ReadAuth
-from registry.atlas import AtlasCache, AtlasRead, Method, atlas
+from registry.atlas import AtlasCache, AtlasRead, MethodChoice, atlas
 from registry.errors import NotFound
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
@@ -37,7 +37,10 @@ def get_atlas(
     container: ContainerDep,
     cache: Annotated[AtlasCache, Depends(get_atlas_cache)],
     _: ReadAuth,
-    method: Annotated[Method, Query(description="projection: t-SNE, Isomap or PCA (scikit-learn)")] = "tsne",
+    method: Annotated[
+        MethodChoice,
+        Query(description="projection (scikit-learn): auto = t-SNE up to 300 models, Isomap above"),
+    ] = "auto",
 ) -> AtlasRead:
     """Every embedded model on a 2-D map with its k-means cluster; cached per encoder and registry state."""
     return atlas(container, cache, method)

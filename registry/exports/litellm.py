@@ -8,8 +8,8 @@ are hand-written and ignore all of this (a fallback with a smaller context windo
 
 How a registered model becomes a deployment: `metadata["litellm_params"]` (a dict, e.g. `{"model":
 "openai/gpt-4o", "api_key": "os.environ/OPENAI_API_KEY"}`) is copied into `litellm_params`; without a
-`model` there, it is `"<provider>/<name>"`. Keep secrets out of the registry: use LiteLLM's
-`os.environ/VAR` references.
+`model` there, it is `"openai/<name>"` (an OpenAI-compatible endpoint). Keep secrets out of the
+registry: use LiteLLM's `os.environ/VAR` references.
 """
 
 from __future__ import annotations
@@ -75,7 +75,9 @@ def litellm_params(model: ModelRead) -> dict[str, Any]:
     given = model.metadata.get("litellm_params")
     params: dict[str, Any] = dict(given) if isinstance(given, dict) else {}
     if not isinstance(params.get("model"), str) or not params["model"]:
-        params["model"] = f"{model.provider}/{model.name}" if model.provider else model.name
+        # LiteLLM needs a provider prefix it knows; a registry provider ("acme") rarely is one, so the
+        # default is an OpenAI-compatible deployment named after the model (give `api_base` alongside).
+        params["model"] = f"openai/{model.name}"
     return params
 
 

@@ -19,7 +19,9 @@ def test_atlas_maps_every_model_and_caches_the_projection(
     assert r.status_code == 200, r.text
     first = r.json()
     assert {p["name"] for p in first["points"]} == set(fleet)
-    assert first["cached"] is False and first["compute_ms"] > 0 and first["method"] == "tsne"
+    assert (
+        first["cached"] is False and first["compute_ms"] > 0 and first["method"] == "tsne"
+    )  # auto: t-SNE for small registries
     flag = next(p for p in first["points"] if p["name"] == "flagship")
     assert flag["params_b"] == 70 and flag["n_evaluations"] == 24 and flag["cluster"].startswith("c")
     cache = client.app.state.atlas_cache  # type: ignore[attr-defined]
@@ -40,7 +42,7 @@ def test_atlas_maps_every_model_and_caches_the_projection(
     assert grown["cached"] is False and grown["state"] != first["state"] and len(grown["points"]) == 7
     assert cache.computations == 2
 
-    for method in ("pca", "isomap"):
+    for method in ("pca", "isomap", "tsne"):
         other = client.get("/v1/atlas", params={"method": method}, headers=bearer(read_key)).json()
         assert other["method"] == method and len(other["points"]) == 7
 

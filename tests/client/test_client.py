@@ -61,7 +61,6 @@ def test_decisions(lc: LocusClient, fleet: dict[str, str]) -> None:
     sim = lc.similar(fleet["flagship"], k=3)
     assert len(sim.items) == 3 and str(sim.model_id) == fleet["flagship"]
     assert all(s.model.name != "flagship" for s in sim.items)
-    assert [d.distance for d in sim.items] == sorted(d.distance for d in sim.items)
 
     fb = lc.fallbacks(fleet["flagship"], k=5, filters={"min_context_window": 128000})
     assert fb.items and all(f.model.name in {"flagship-long", "delta"} for f in fb.items)
