@@ -56,12 +56,13 @@ def two(
     headers = bearer(services.create_api_key(a_ctx, "k", ["admin"]).key)
     ids = []
     with a:
+        # distinct score patterns: models at equal distances would tie, and ties have no defined order
         for m in range(6):
             evals = [
                 {
                     "question": f"q{i}",
                     "text": f"Question {i} about topic {i % 3}?",
-                    "score": ((i * m) % 5) / 4,
+                    "score": ((i * (m + 1) + m) % 7) / 6,
                 }
                 for i in range(40)
             ]
