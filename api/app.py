@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 
 ROUTERS: list[APIRouter] = [health.router, questions.router, models.router, keys.router, imports.router]
 # Routers of other packages, included when their module exists.
-OPTIONAL_ROUTERS = ["api.routes.decisions", "api.routes.export", "api.routes.atlas"]
+OPTIONAL_ROUTERS = ["api.routes.decisions", "api.routes.probes", "api.routes.export", "api.routes.atlas"]
 
 
 class BodyLimit:

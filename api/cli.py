@@ -7,6 +7,7 @@ by one process at a time: stop the server before `import` or `reindex` (`keys` a
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import logging
 import sys
@@ -189,6 +190,26 @@ def cmd_export(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_probes(settings: Settings, args: argparse.Namespace) -> int:
+    from api.wiring import build_container
+    from registry.services.probes import probe_set
+
+    container = build_container(settings)
+    try:
+        probes = probe_set(container, n=args.n)
+    finally:
+        container.close()
+    if args.format == "json":
+        print(probes.model_dump_json(indent=2))
+    else:  # the normalised layout's questions.csv: score the endpoint on these
+        w = csv.writer(sys.stdout)
+        w.writerow(["question_id", "text", "category"])
+        for q in probes.questions:
+            w.writerow([q.key, q.text, q.category or ""])
+        print(f"probe set {probes.version}: {probes.n} questions", file=sys.stderr)
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="locus-registry", description=__doc__)
     sub = ap.add_subparsers(dest="command", required=True)
@@ -261,6 +282,11 @@ def parser() -> argparse.ArgumentParser:
 
     reidx = sub.add_parser("reindex", help="rebuild every vector from SQL for the loaded encoder")
     reidx.set_defaults(func=cmd_reindex)
+
+    probes = sub.add_parser("probes", help="print the probe set to score every endpoint on")
+    probes.add_argument("--n", type=int, default=128, help="number of questions")
+    probes.add_argument("--format", choices=["csv", "json"], default="csv")
+    probes.set_defaults(func=cmd_probes)
 
     exp = sub.add_parser("export", help="write the registry in another tool's format")
     esub = exp.add_subparsers(dest="export_command", required=True)

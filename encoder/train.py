@@ -5,6 +5,16 @@ gives each a random subset of its train-question evaluations as the encoder set 
 step, log-uniform in [min_set, max_set], so one checkpoint works from tens to thousands of
 evaluations) and asks the predictor to score other train questions of the same model. Early stopping
 on validation routing accuracy (hit@1), averaged over sources.
+
+Geometry (`geometry_weight > 0`): the predictor alone lets the encoder keep little more than a model's
+overall accuracy, so embedding distance barely tracks *which* questions a model gets right. With the
+geometry loss, each batch is drawn in groups of `group_size` models of one source, `twins` of them
+encoded twice from disjoint random subsets of their evaluations, and the pairwise embedding distances
+are fitted (up to one scale shared by all sources, so distances of different domains compare) to the
+models' answer-disagreement rates on train questions, 0 for the two samples of one model:
+    L_geo = 1 - (sum d t)^2 / (sum d^2 * sum t^2)   over pairs within a group,
+which is scale-free, pulls independent samples of one model together (sample consistency) and
+spreads models by how differently they answer. Test questions never enter the targets.
 """
 
 from __future__ import annotations
@@ -56,12 +66,23 @@ class TrainConfig:
     save_every: int = 100
     select_tolerance: float = 0.01
     threads: int | None = None
+    geometry_weight: float = 0.0
+    group_size: int = 8
+    twins: int = 2
+    min_shared: int = 20
 
     def __post_init__(self) -> None:
         if not 1 <= self.min_set <= self.max_set:
             raise ValueError(f"need 1 <= min_set <= max_set, got {self.min_set}, {self.max_set}")
         if self.steps < 1 or self.batch_models < 1 or self.n_targets < 1 or self.eval_every < 1:
             raise ValueError("steps, batch_models, n_targets and eval_every must be positive")
+        if self.geometry_weight < 0:
+            raise ValueError(f"geometry_weight must be >= 0, got {self.geometry_weight}")
+        if self.geometry_weight > 0 and not (0 <= self.twins < self.group_size <= self.batch_models):
+            raise ValueError(
+                f"need 0 <= twins < group_size <= batch_models, got {self.twins}, {self.group_size}, "
+                f"{self.batch_models}"
+            )
 
 
 @dataclass
@@ -193,25 +214,39 @@ class _Sampler:
             ms = [m for m in np.flatnonzero(ts.train_models) if (~np.isnan(train_lab[m])).any()]
             self.models.append(np.asarray(ms, dtype=np.int64))
             self.pools.append([ts.split.train[~np.isnan(train_lab[m])] for m in ms])
+        self.disagreement = (
+            [train_disagreement(ts.source.labels, ts.split.train, cfg.min_shared) for ts in sources]
+            if cfg.geometry_weight > 0
+            else []
+        )
         self.active = [i for i, m in enumerate(self.models) if len(m)]
         if not self.active:
             raise ValueError("no training model has any train-question evaluation")
 
     def sample(self, rng: np.random.Generator) -> tuple[torch.Tensor, ...]:
-        """One batch: encoder sets phi (B, N, d), y (B, N), mask (B, N); targets tphi (B, T, d), ty (B, T)."""
+        """One batch: encoder sets phi (B, N, d), y (B, N), mask (B, N); targets tphi (B, T, d), ty (B, T);
+        geometry targets (B, B): train-question disagreement of the two rows' models, 0 for two samples
+        of one model, NaN where unknown (two sources, too few shared questions, the diagonal)."""
         cfg = self.cfg
         n = round(math.exp(rng.uniform(math.log(cfg.min_set), math.log(cfg.max_set))))
         b, t = cfg.batch_models, cfg.n_targets
-        picks = []
-        for s in rng.choice(self.active, size=b):
+        # (source, model, encoder questions, target questions, group)
+        picks: list[tuple[int, int, np.ndarray, np.ndarray, int]] = []
+        if cfg.geometry_weight > 0:
+            for g in range(b // cfg.group_size):
+                s = int(rng.choice(self.active))
+                size = min(cfg.group_size - cfg.twins, len(self.models[s]))
+                js = rng.choice(len(self.models[s]), size=size, replace=False)
+                twin_js = set(rng.choice(js, size=min(cfg.twins, size), replace=False).tolist())
+                for j in js:
+                    picks.append(self._pick(rng, s, int(j), n, t, g))
+                    if j in twin_js:  # a second, disjoint sample of the same model
+                        picks.append(self._pick(rng, s, int(j), n, t, g, exclude=picks[-1][2]))
+        # The rest (all of it without geometry): source uniform, then a model. One vectorised draw of
+        # sources, as the shipped checkpoint was trained, so its training reproduces bit for bit.
+        for s in rng.choice(self.active, size=b - len(picks)) if len(picks) < b else []:
             j = int(rng.integers(len(self.models[s])))
-            pool = self.pools[s][j]
-            perm = rng.permutation(pool)
-            n_enc = min(n, max(1, len(pool) - t // 2))  # small pools keep some questions back as targets
-            enc, rest = perm[:n_enc], perm[n_enc:]
-            if len(rest) < t:  # too few held-back questions: top up from the set itself
-                rest = np.concatenate([rest, rng.choice(enc, size=t - len(rest))])
-            picks.append((int(s), int(self.models[s][j]), enc, rest[:t]))
+            picks.append(self._pick(rng, int(s), j, n, t, -1 - len(picks)))
         width = max(len(p[2]) for p in picks)
         d = self.phi[0].shape[1]
         phi = torch.zeros(b, width, d)
@@ -219,14 +254,69 @@ class _Sampler:
         mask = torch.zeros(b, width, dtype=torch.bool)
         tphi = torch.empty(b, t, d)
         ty = torch.empty(b, t)
-        for i, (s, m, enc, tgt) in enumerate(picks):
+        geo = torch.full((b, b), float("nan"))
+        for i, (s, m, enc, tgt, _) in enumerate(picks):
             k = len(enc)
             phi[i, :k] = self.phi[s][enc]
             y[i, :k] = torch.from_numpy(self.labels[s][m, enc])
             mask[i, :k] = True
             tphi[i] = self.phi[s][tgt]
             ty[i] = torch.from_numpy(self.labels[s][m, tgt])
-        return phi, y, mask, tphi, ty
+        if cfg.geometry_weight > 0:
+            for i, (s, m, _, _, g) in enumerate(picks):
+                for j, (s2, m2, _, _, g2) in enumerate(picks):
+                    if i != j and g == g2 and s == s2:
+                        geo[i, j] = 0.0 if m == m2 else float(self.disagreement[s][m, m2])
+        return phi, y, mask, tphi, ty, geo
+
+    def _pick(
+        self,
+        rng: np.random.Generator,
+        s: int,
+        j: int,
+        n: int,
+        t: int,
+        group: int,
+        exclude: np.ndarray | None = None,
+    ) -> tuple[int, int, np.ndarray, np.ndarray, int]:
+        pool = self.pools[s][j]
+        if exclude is not None:  # a twin: questions disjoint from its first sample when there are any
+            rest_pool = np.setdiff1d(pool, exclude)
+            pool = rest_pool if len(rest_pool) else pool
+        perm = rng.permutation(pool)
+        n_enc = min(n, max(1, len(pool) - t // 2))  # small pools keep some questions back as targets
+        enc, rest = perm[:n_enc], perm[n_enc:]
+        if len(rest) < t:  # too few held-back questions: top up from the set itself
+            rest = np.concatenate([rest, rng.choice(enc, size=t - len(rest))])
+        return s, int(self.models[s][j]), enc, rest[:t], group
+
+
+def train_disagreement(labels: np.ndarray, train_q: np.ndarray, min_shared: int) -> np.ndarray:
+    """(M, M) answer-disagreement rate of every model pair on train questions both answered; NaN when
+    they share fewer than `min_shared`. Scores are read as correct at >= 0.5."""
+    lab = labels[:, train_q]
+    obs = ~np.isnan(lab)
+    right = (np.nan_to_num(lab) >= 0.5) & obs
+    wrong = obs & ~right
+    o, r, w = obs.astype(np.float64), right.astype(np.float64), wrong.astype(np.float64)
+    shared = o @ o.T
+    agree = r @ r.T + w @ w.T
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(shared >= min_shared, 1.0 - agree / np.maximum(shared, 1.0), np.nan)
+
+
+def geometry_loss(z: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Scale-free fit of pairwise distances to targets: 1 - cos^2 between the distance and target
+    vectors over the pairs where target is known (see the module doc). z (B, E), target (B, B)."""
+    iu = torch.triu_indices(z.shape[0], z.shape[0], offset=1)
+    t = target[iu[0], iu[1]]  # (P,)
+    keep = ~torch.isnan(t)
+    if int(keep.sum()) < 2:
+        return z.new_zeros(())
+    diff = z[iu[0][keep]] - z[iu[1][keep]]  # (P', E)
+    d = torch.sqrt((diff * diff).sum(-1) + 1e-8)  # (P',)
+    t = t[keep]
+    return 1.0 - (d * t).sum() ** 2 / ((d * d).sum() * (t * t).sum() + 1e-12)
 
 
 def train(
@@ -288,12 +378,14 @@ def train(
         decay = 0.5 * (1 + math.cos(math.pi * frac))
         for group, base in zip(opt.param_groups, base_lrs, strict=True):
             group["lr"] = base * warm * (0.1 + 0.9 * decay)
-        phi, y, mask, tphi, ty = sampler.sample(rng)
+        phi, y, mask, tphi, ty, geo = sampler.sample(rng)
         phi = phi + noise * torch.randn_like(phi) * mask.unsqueeze(-1)  # (B, N, d)
         tphi = tphi + noise * torch.randn_like(tphi)  # (B, T, d)
         z = model.encode(phi, y, mask)  # (B, E)
         logits = model.predictor.pair_logits(z.unsqueeze(1).expand(-1, tphi.shape[1], -1), tphi)  # (B, T)
         loss = F.binary_cross_entropy_with_logits(logits, ty)
+        if cfg.geometry_weight > 0:
+            loss = loss + cfg.geometry_weight * geometry_loss(z, geo)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)

@@ -201,6 +201,15 @@ class EvaluationFilter(Strict):
         return v.replace(tzinfo=dt.UTC) if v is not None and v.tzinfo is None else v
 
 
+class ProvenanceEmbeddingRead(BaseModel):
+    """A model's embedding from only the scores of a given provenance (nothing stored)."""
+
+    model_id: uuid.UUID
+    fingerprint: str
+    n_evaluations: int
+    vector: list[float]
+
+
 class ModelProvenanceRead(BaseModel):
     """One provenance of a model's scores (its model-card entry): how many scores, their mean."""
 
@@ -278,6 +287,12 @@ class EmbeddingRead(BaseModel):
     n_evaluations: int
     updated_at: dt.datetime
     vector: list[float] | None = None
+    provisional: bool = Field(
+        default=False,
+        description="embedded from fewer evaluations than settle an embedding (see `settle_with`): its "
+        "distances move as evaluations arrive",
+    )
+    settle_with: str | None = Field(default=None, description="what more would settle it")
 
 
 class ModelRead(BaseModel):
@@ -309,12 +324,30 @@ class Page(BaseModel, Generic[T]):
 class SimilarModel(BaseModel):
     model: ModelRead
     distance: float = Field(description="Euclidean distance between the two embeddings")
+    shared_questions: int = Field(default=0, description="questions both models were scored on")
+    observed_disagreement: float | None = Field(
+        default=None, description="mean |score difference| on those shared questions (direct evidence)"
+    )
+    behaviour_distance: float | None = Field(
+        default=None,
+        description="estimated answer-disagreement rate, combining the embedding distance (as a rate, "
+        "worth `prior_questions` questions) with the observed disagreement on shared questions, weighted "
+        "by their number; results are ranked by it when present",
+    )
 
 
 class SimilarRead(BaseModel):
     model_id: uuid.UUID
     fingerprint: str
     items: list[SimilarModel]
+    ranked_by: Literal["embedding", "behaviour"] = Field(
+        default="embedding",
+        description="`behaviour`: re-ranked by behaviour_distance (candidates retrieved by vector search)",
+    )
+    distance_scale: float | None = Field(
+        default=None, description="embedding distance per unit of disagreement, fitted on registered pairs"
+    )
+    prior_questions: float | None = None
 
 
 class ApiKeyCreate(Strict):
@@ -351,3 +384,29 @@ class ImportReport(BaseModel):
     evaluations: int
     sources_created: int = Field(0, description="provenance records newly stored")
     sources_existing: int = Field(0, description="provenance records already stored (imported before)")
+
+
+class ProbeQuestionRead(BaseModel):
+    """One question of the probe set and why it was chosen."""
+
+    key: str
+    text: str
+    category: str | None
+    benchmark: str | None
+    information: float = Field(
+        description="item information at the registry's average ability: discrimination^2 * p * (1 - p)"
+    )
+    p_correct: float = Field(description="mean score of the registered models that were scored on it")
+    models_scored: int
+
+
+class ProbeSetRead(BaseModel):
+    """A fixed list of registered questions that tell registered models apart (GET /v1/probes)."""
+
+    version: str = Field(description="digest of the chosen keys: the same registry state gives the same set")
+    n: int
+    requested: int
+    models: int = Field(description="registered models whose scores the choice read")
+    eligible_questions: int = Field(description="questions scored by enough models to be judged")
+    method: str
+    questions: list[ProbeQuestionRead]

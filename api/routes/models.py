@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Response
 
@@ -103,6 +103,11 @@ def similar_models(
     _: ReadAuth,
     flt: FilterDep,
     k: int = Query(10, ge=1, le=1000),
+    rank_by: Literal["behaviour", "embedding"] = Query(
+        "behaviour",
+        description="behaviour: vector-search candidates re-ranked with the observed disagreement on "
+        "shared questions; embedding: embedding distance only",
+    ),
 ) -> SimilarRead:
-    """The k nearest models by embedding distance (the model itself excluded), with distances."""
-    return services.similar_models(container, model_id, k, flt)
+    """The k nearest models (the model itself excluded) with their distances and shared-question evidence."""
+    return services.similar_models(container, model_id, k, flt, rank_by)

@@ -17,7 +17,8 @@ class Strict(BaseModel):
 
 
 class ModelBrief(BaseModel):
-    """The few fields a decision needs to show about a model."""
+    """The few fields a decision needs to show about a model; `provisional` marks one embedded from too
+    few evaluations, so a decision resting on it says so."""
 
     id: uuid.UUID
     name: str
@@ -26,6 +27,10 @@ class ModelBrief(BaseModel):
     params_b: float | None = None
     price: float | None = Field(
         default=None, description="input_price + output_price, USD per million tokens"
+    )
+    n_evaluations: int | None = Field(default=None, description="evaluations its embedding was made from")
+    provisional: bool = Field(
+        default=False, description="embedded from fewer evaluations than settle an embedding"
     )
 
 
@@ -183,7 +188,54 @@ class ThresholdsRead(BaseModel):
     fpr: float | None
 
 
-VerdictName = Literal["same", "related", "different"]
+VerdictName = Literal["same", "related", "different", "undetermined"]
+
+
+class ToleranceRead(BaseModel):
+    """Thresholds of verdicts on shared-question scores, and the evidence they come from."""
+
+    same: float = Field(
+        description="a `same` verdict needs the (1 - alpha) upper bound of the disagreement rate below this"
+    )
+    related: float = Field(description="disagreement below which a model counts as related")
+    alpha: float = Field(
+        description="one-sided error of each bound: a model that truly disagrees with the candidate on "
+        "`same` or more of the questions is declared `same` with probability at most alpha"
+    )
+    distinct_pairs: int = Field(description="pairs of distinct registered models the thresholds read")
+    distinct_floor: float | None = Field(
+        description="disagreement that only 1% of those pairs get below (None: no pairs yet)"
+    )
+
+
+class EvidenceRead(BaseModel):
+    """Scores of both sides on the questions they share."""
+
+    shared_questions: int
+    disagreements: float = Field(description="sum of |score difference| over the shared questions")
+    rate: float
+    lower: float = Field(description="one-sided (1 - alpha) lower bound of the disagreement rate")
+    upper: float = Field(description="one-sided (1 - alpha) upper bound of the disagreement rate")
+
+
+class DecisionRead(BaseModel):
+    """The overall answer of a fingerprint request and what would settle it."""
+
+    verdict: VerdictName
+    model: ModelBrief | None = Field(description="the model the verdict is about (None: no candidate)")
+    why: str
+    questions_needed: int | None = Field(
+        default=None,
+        description="shared questions with the best candidate that would decide `same` if the observed "
+        "disagreement held (None: more of the same evidence cannot make it `same`)",
+    )
+    probe_questions: list[str] = Field(
+        default_factory=list,
+        description="keys of probe-set questions (GET /v1/probes) the candidate was scored on and the "
+        "submission lacks: scoring the endpoint on them decides faster",
+    )
+
+
 Basis = Literal["matched", "global"]
 
 
@@ -204,8 +256,12 @@ class FingerprintMatch(BaseModel):
     )
     verdict: VerdictName | None
     verdict_basis: Basis = Field(
-        default="global", description="which distance (and thresholds) the verdict used"
+        default="global",
+        description="`matched`: a test on the scores of the shared questions; `global`: the embedding "
+        "distance alone, calibrated on disjoint samples",
     )
+    evidence: EvidenceRead | None = Field(default=None, description="shared-question scores (matched)")
+    why: str = Field(default="", description="what the verdict rests on")
 
 
 class FingerprintRead(BaseModel):
@@ -215,6 +271,8 @@ class FingerprintRead(BaseModel):
     candidates: int = Field(description="models shortlisted by global distance and judged")
     thresholds: ThresholdsRead | None = Field(description="for global distances")
     matched_thresholds: ThresholdsRead | None = Field(description="for matched distances")
+    tolerance: ToleranceRead = Field(description="thresholds of verdicts on shared-question scores")
+    decision: DecisionRead
     matches: list[FingerprintMatch]
 
 
@@ -228,12 +286,15 @@ class DuplicatePair(BaseModel):
         default=None, description="mean |score difference| on the compared shared questions"
     )
     verdict_basis: Basis = "global"
+    evidence: EvidenceRead | None = None
+    why: str = ""
 
 
 class DuplicatesRead(BaseModel):
     fingerprint: str
     thresholds: ThresholdsRead
     matched_thresholds: ThresholdsRead | None
+    tolerance: ToleranceRead
     min_shared: int
     pairs_compared: int = Field(description="candidate pairs judged (global distance < related, or near)")
     pairs: list[DuplicatePair]

@@ -48,14 +48,32 @@ def model_payload(row: ModelRow) -> dict[str, Any]:
     return {k: v for k, v in payload.items() if v is not None}
 
 
+# An embedding from fewer evaluations moves as more arrive: the geometry benchmark shows distances
+# settling from about 128 random evaluations (LOCUS.md: onboarding quality saturates near 128).
+SETTLED_EVALUATIONS = 128
+
+
+def settle_with(n_evaluations: int) -> str | None:
+    """None when an embedding from n evaluations is settled, else what more would settle it."""
+    if n_evaluations >= SETTLED_EVALUATIONS:
+        return None
+    return (
+        f"embedded from {n_evaluations} evaluations: add at least {SETTLED_EVALUATIONS - n_evaluations} "
+        f"more (the probe set, GET /v1/probes, makes them comparable with other models)"
+    )
+
+
 def to_model_read(row: ModelRow, vector: np.ndarray | None = None) -> ModelRead:
     emb = None
     if row.embedding is not None:
+        more = settle_with(row.embedding.n_evaluations)
         emb = EmbeddingRead(
             fingerprint=row.embedding.fingerprint,
             n_evaluations=row.embedding.n_evaluations,
             updated_at=row.embedding.updated_at,
             vector=None if vector is None else [float(x) for x in vector],
+            provisional=more is not None,
+            settle_with=more,
         )
     return ModelRead(
         id=row.id,

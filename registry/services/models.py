@@ -6,6 +6,7 @@ import dataclasses
 import logging
 import uuid
 from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 from sqlalchemy.orm import Session
@@ -27,6 +28,7 @@ from registry.schemas import (
     SimilarModel,
     SimilarRead,
 )
+from registry.services import similarity
 from registry.services.common import (
     check_size,
     embed_rows,
@@ -219,9 +221,17 @@ def nearest_to_vector(
 
 
 def similar_models(
-    ctx: Context, model_id: uuid.UUID, k: int = 10, flt: ModelFilter | None = None
+    ctx: Context,
+    model_id: uuid.UUID,
+    k: int = 10,
+    flt: ModelFilter | None = None,
+    rank_by: Literal["behaviour", "embedding"] = "behaviour",
 ) -> SimilarRead:
-    """The k models nearest to this one (itself excluded) that satisfy the filter."""
+    """The k models nearest to this one (itself excluded) that satisfy the filter.
+
+    `behaviour` (default): the max(3k, 30) nearest by vector search, re-ranked by behaviour distance,
+    which adds the observed disagreement on shared questions (`registry.services.similarity`).
+    """
     if k < 1:
         raise InvalidInput(f"k must be at least 1, got {k}")
     with ctx.session_factory() as s:
@@ -235,8 +245,19 @@ def similar_models(
         )
     base = flt or ModelFilter()
     flt2 = dataclasses.replace(base, exclude_ids=(*base.exclude_ids, model_id))
-    items = nearest_to_vector(ctx, vec, k, flt2)
-    return SimilarRead(model_id=model_id, fingerprint=ctx.embedder.fingerprint, items=items)
+    if rank_by == "embedding":
+        items = nearest_to_vector(ctx, vec, k, flt2)
+        return SimilarRead(model_id=model_id, fingerprint=ctx.embedder.fingerprint, items=items)
+    candidates = nearest_to_vector(ctx, vec, max(3 * k, 30), flt2)
+    items, scale = similarity.rerank(ctx, model_id, candidates, k)
+    return SimilarRead(
+        model_id=model_id,
+        fingerprint=ctx.embedder.fingerprint,
+        items=items,
+        ranked_by="behaviour" if scale is not None else "embedding",
+        distance_scale=scale,
+        prior_questions=similarity.PRIOR_QUESTIONS if scale is not None else None,
+    )
 
 
 def embed_evaluations(ctx: Context, items: Sequence[EvaluationIn]) -> np.ndarray:

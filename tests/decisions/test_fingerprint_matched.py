@@ -16,6 +16,7 @@ from registry.decisions import (
     matched_distances,
     save_calibration,
 )
+from registry.decisions.evidence import Tolerance, shared_evidence
 from registry.decisions.service import judge
 from tests.decisions.test_fingerprint import mean_embed
 
@@ -70,15 +71,21 @@ def test_matched_calibration_keeps_the_fpr_and_separates_flipped_reruns() -> Non
 
 
 def test_verdict_falls_back_to_the_global_distance_when_too_few_questions_are_shared() -> None:
-    global_th = FingerprintThresholds(same=0.5, related=1.0)
-    matched_th = FingerprintThresholds(same=0.1, related=0.2)
-    fallback = judge(0.3, None, 10, global_th, matched_th)
+    global_th = FingerprintThresholds(same=0.5, related=1.0, n_evaluations=128)
+    tol = Tolerance(same=0.12, related=0.3, alpha=0.05)
+    fallback = judge(0.3, None, 10, global_th, n_evaluations=128)
     assert (fallback.verdict, fallback.basis) == ("same", "global")
-    matched = judge(0.3, 0.15, 64, global_th, matched_th)
+    # an embedding `same` needs at least the sample size the thresholds were calibrated at
+    thin = judge(0.3, None, 10, global_th, n_evaluations=16)
+    assert (thin.verdict, thin.basis) == ("undetermined", "global") and "fewer" in thin.why
+    a = np.zeros(64)
+    b = a.copy()
+    b[:16] = 1.0  # 16 of 64 differ: surely more than `same` allows, below `related`
+    matched = judge(0.3, 0.15, 64, global_th, shared_evidence(a, b, tol.alpha), tol, 128)
     assert (matched.verdict, matched.basis) == ("related", "matched")
-    no_matched_th = judge(2.0, 0.0, 64, global_th, None)
-    assert (no_matched_th.verdict, no_matched_th.basis) == ("different", "global")
-    assert judge(0.3, None, 0, None, None).verdict is None
+    no_evidence = judge(2.0, 0.0, 64, global_th, None, tol, 128)
+    assert (no_evidence.verdict, no_evidence.basis) == ("different", "global")
+    assert judge(0.3, None, 0, None).verdict is None
 
 
 def test_calibration_file_round_trips_both_kinds(tmp_path) -> None:

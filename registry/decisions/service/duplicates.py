@@ -8,14 +8,16 @@ import numpy as np
 
 from registry import repositories as repo
 from registry.decisions.errors import InvalidDecisionInput
+from registry.decisions.evidence import shared_evidence
 from registry.decisions.fingerprint import EvalSet, matched_distances, pair_seed, shared_sample
 from registry.decisions.portfolio import pairwise_distances
 from registry.decisions.schemas import DuplicatePair, DuplicatesRead
-from registry.decisions.service.fingerprint import Judgement, _order, judge
+from registry.decisions.service.fingerprint import Judgement, _order, evidence_read, judge
 from registry.decisions.service.pool import brief, load_pool
-from registry.decisions.service.thresholds import ThresholdProvider, thresholds_read
+from registry.decisions.service.thresholds import ThresholdProvider, thresholds_read, tolerance_read
 from registry.services.common import question_phi
 from registry.services.context import Context
+from registry.tables import ModelRow
 
 
 def duplicates(
@@ -64,7 +66,7 @@ def duplicates(
             a, b = dict(scores.get(pool.ids[i], [])), dict(scores.get(pool.ids[j], []))
             qs = sorted(a.keys() & b.keys())
             shared_n[(i, j)] = len(qs)
-            if got_m is not None and len(qs) >= min_shared:
+            if len(qs) >= min_shared:
                 keep = shared_sample(np.arange(len(qs)), max_shared, pair_seed(pool.ids[i], pool.ids[j]))
                 chosen[(i, j)] = [qs[k] for k in keep]
         phi, _ = question_phi(ctx, s, sorted({q for qs in chosen.values() for q in qs}))
@@ -79,13 +81,23 @@ def duplicates(
             )
             matched_keys.append((i, j))
     md = dict(zip(matched_keys, matched_distances(pairs, ctx.embedder.embed), strict=True))
+    tol = thresholds.get_tolerance(ctx)
+    evidence = {
+        k: shared_evidence(a[1], b[1], tol.alpha) for k, (a, b) in zip(matched_keys, pairs, strict=True)
+    }
     disagree = {k: float(np.mean(np.abs(a[1] - b[1]))) for k, (a, b) in zip(matched_keys, pairs, strict=True)}
     found: list[tuple[tuple[int, int, float], int, int, Judgement]] = []
     for (i, j), dist in cand.items():
         m = md.get((i, j))
         jd = judge(
-            dist, None if m is None else float(m), shared_n[(i, j)], th, None if got_m is None else got_m[0]
-        )
+            dist,
+            None if m is None else float(m),
+            shared_n[(i, j)],
+            th,
+            evidence.get((i, j)),
+            tol,
+            min(_evaluations(pool.rows[i]), _evaluations(pool.rows[j])),
+        )  # no candidate cap: the two ARE each other's nearest neighbours when they are duplicates
         if jd.verdict == "same":
             found.append((_order(jd), i, j, jd))
     found.sort(key=lambda f: f[0])
@@ -93,6 +105,7 @@ def duplicates(
         fingerprint=ctx.embedder.fingerprint,
         thresholds=thresholds_read(th, source),
         matched_thresholds=None if got_m is None else thresholds_read(*got_m),
+        tolerance=tolerance_read(tol),
         min_shared=min_shared,
         pairs_compared=len(cand),
         pairs=[
@@ -104,7 +117,13 @@ def duplicates(
                 shared_questions=jd.shared_questions,
                 score_disagreement=disagree.get((i, j)),
                 verdict_basis=jd.basis,
+                evidence=None if jd.evidence is None else evidence_read(jd.evidence),
+                why=jd.why,
             )
             for _, i, j, jd in found[:limit]
         ],
     )
+
+
+def _evaluations(row: ModelRow) -> int:
+    return 0 if row.embedding is None else row.embedding.n_evaluations

@@ -13,7 +13,7 @@ from registry.decisions.errors import EmptyQueryError, NotEmbeddedError, Unknown
 from registry.decisions.schemas import ModelBrief, PortfolioFilters, ReferenceQueries
 from registry.ports import ModelFilter
 from registry.services import get_question_vectors
-from registry.services.common import question_phi
+from registry.services.common import question_phi, settle_with
 from registry.services.context import Context
 from registry.tables import ModelRow
 
@@ -33,6 +33,8 @@ def brief(row: ModelRow) -> ModelBrief:
         provider=row.provider,
         params_b=row.params_b,
         price=price_of(row),
+        n_evaluations=None if row.embedding is None else row.embedding.n_evaluations,
+        provisional=row.embedding is not None and settle_with(row.embedding.n_evaluations) is not None,
     )
 
 

@@ -12,6 +12,12 @@ from sqlalchemy.orm import Session
 
 from registry import repositories as repo
 from registry.decisions.errors import InvalidDecisionInput
+from registry.decisions.evidence import (
+    Tolerance,
+    distinct_disagreements,
+    nearest_disagreements,
+    tolerance_from_pairs,
+)
 from registry.decisions.fingerprint import (
     MATCHED_KEY,
     FingerprintThresholds,
@@ -19,7 +25,7 @@ from registry.decisions.fingerprint import (
     calibrate_matched,
     load_calibration,
 )
-from registry.decisions.schemas import ThresholdsRead
+from registry.decisions.schemas import ThresholdsRead, ToleranceRead
 from registry.services.common import question_phi
 from registry.services.context import Context
 
@@ -37,11 +43,61 @@ class ThresholdProvider:
     embedded models changes.
     """
 
-    def __init__(self, calibration_file: Path | None = None) -> None:
+    def __init__(
+        self,
+        calibration_file: Path | None = None,
+        *,
+        max_same: float = 0.12,
+        alpha: float = 0.05,
+        max_fpr: float = 0.01,
+    ) -> None:
         self.calibration_file = calibration_file
+        self.max_same = max_same
+        self.alpha = alpha
+        self.max_fpr = max_fpr
         self._lock = threading.Lock()
         self._cached: tuple[tuple[str, int], FingerprintThresholds, str] | None = None
         self._cached_matched: tuple[tuple[str, int], FingerprintThresholds | None] | None = None
+        self._cached_tolerance: tuple[int, Tolerance, dict[uuid.UUID, float]] | None = None
+
+    def get_tolerance(self, ctx: Context) -> Tolerance:
+        """Disagreement thresholds for verdicts on shared-question scores (`registry.decisions.evidence`),
+        read from the registered models' own disagreements; cached until the number of models changes.
+        Deterministic for the same data, so every worker process answers alike."""
+        return self._tolerance(ctx)[1]
+
+    def nearest_disagreement(self, ctx: Context, model_id: uuid.UUID) -> float | None:
+        """A registered model's smallest disagreement with another registered model on shared questions
+        (None when it was not among the models read, or shares too few questions with any)."""
+        return self._tolerance(ctx)[2].get(model_id)
+
+    def _tolerance(self, ctx: Context) -> tuple[int, Tolerance, dict[uuid.UUID, float]]:
+        key = ctx.index.count_models()
+        with self._lock:
+            if self._cached_tolerance is None or self._cached_tolerance[0] != key:
+                self._cached_tolerance = (key, *self._tolerance_from_registry(ctx))
+            return self._cached_tolerance
+
+    def _tolerance_from_registry(
+        self, ctx: Context, max_models: int = 400
+    ) -> tuple[Tolerance, dict[uuid.UUID, float]]:
+        with ctx.session_factory() as s:
+            ids = calibration_models(s, max_models)
+            scores = repo.model_scores(s, ids)
+        use = [m for m in ids if scores.get(m)]
+        qids = sorted({q for m in use for q, _ in scores[m]})
+        col = {q: i for i, q in enumerate(qids)}
+        labels = np.full((len(use), len(qids)), np.nan, dtype=np.float32)  # (M, Q)
+        for r, m in enumerate(use):
+            labels[r, [col[q] for q, _ in scores[m]]] = [y for _, y in scores[m]]
+        tol = tolerance_from_pairs(
+            distinct_disagreements(labels) if len(use) > 1 else np.zeros(0),
+            max_same=self.max_same,
+            max_fpr=self.max_fpr,
+            alpha=self.alpha,
+        )
+        nearest = nearest_disagreements(labels) if len(use) > 1 else np.zeros(0)
+        return tol, {m: float(d) for m, d in zip(use, nearest, strict=True) if np.isfinite(d)}
 
     def _from_file(
         self, fingerprint: str
@@ -178,6 +234,16 @@ def calibrate_matched_from_registry(
     except InvalidDecisionInput:
         return None
     return th
+
+
+def tolerance_read(tol: Tolerance) -> ToleranceRead:
+    return ToleranceRead(
+        same=tol.same,
+        related=tol.related,
+        alpha=tol.alpha,
+        distinct_pairs=tol.distinct_pairs,
+        distinct_floor=tol.floor,
+    )
 
 
 def thresholds_read(th: FingerprintThresholds, source: str) -> ThresholdsRead:

@@ -1,0 +1,297 @@
+"""Geometry benchmark: does embedding distance mean behaviour on models and domains never trained on?
+
+Two protocols on the shared sources, every model embedded from its OWN random K train-question
+evaluations (different questions per model, as users register them), figures on TEST questions
+(`encoder.geometry.geometry_report` documents each column):
+
+- heldout: one encoder trained on all sources with 20% of each source's models held out; pairs with at
+  least one held-out model;
+- loso: leave one source out: an encoder trained on the other sources, every pair of the left-out
+  source (a domain never seen).
+
+Each variant (a training recipe: `published` = the LOCUS loss alone, `geometry` = with the geometry
+loss of `encoder.train`) is trained once per protocol and cached under --runs. Routing hit@1 (all
+models of the source, own K=128 samples) and correctness accuracy (focus models) sit beside it, so
+geometry never costs routing silently. MF / IRT (`--baselines`) place every model from the same own
+samples; their vectors' distances are reported too.
+
+    nice -n 10 python -m benchmarks.geometry --data ../shared/data/{lart,mmlu_pro,zeroeval,alpaca_eval_v2}
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from benchmarks._common import load_sources, provenance, write_json
+from benchmarks.quality import trained_model
+from encoder import metrics
+from encoder.baselines import LatentConfig, LatentRouter
+from encoder.config import LocusConfig
+from encoder.data import EvalSource
+from encoder.geometry import geometry_report, own_samples
+from encoder.inference import LocusEmbedder
+from encoder.train import TrainConfig, TrainSource, prepare_source
+
+log = logging.getLogger("benchmarks.geometry")
+
+VARIANTS: dict[str, dict[str, Any]] = {
+    "published": {"geometry_weight": 0.0},
+    "geometry": {"geometry_weight": 1.0},
+}
+COLUMNS = (
+    ("pearson", "r"),
+    ("spearman", "rho"),
+    ("acc_diff_pearson", "accdiff"),
+    ("mf_pearson", "MF"),
+    ("irt_pearson", "IRT"),
+    ("ceiling", "ceil"),
+    ("probe_observed_pearson", "probe-obs"),
+    ("probe_combined_pearson", "probe-comb"),
+    ("nn_agreement", "NN"),
+    ("nn_agreement_best", "NN*"),
+    ("same_tpr", "TPR"),
+    ("routing_hit1", "hit1"),
+    ("best_single_hit1", "best1"),
+    ("correctness_acc", "acc"),
+)
+
+
+def latent_placer(
+    router: LatentRouter, labels: np.ndarray, phi: np.ndarray
+) -> Callable[[list[np.ndarray]], np.ndarray]:
+    """Places every model from its own samples with a fitted MF / IRT router; returns its vectors."""
+
+    def place(samples: list[np.ndarray]) -> np.ndarray:
+        cols = np.unique(np.concatenate(samples))
+        pos = np.searchsorted(cols, np.arange(labels.shape[1]))
+        lab = np.full((labels.shape[0], len(cols)), np.nan, dtype=np.float32)
+        for m, q in enumerate(samples):
+            lab[m, pos[q]] = labels[m, q]
+        placed = router.place(phi[cols], lab)
+        return np.asarray(placed._v.numpy())  # the baseline's fitted model vectors
+
+    return place
+
+
+def fit_latent(kinds: list[str], fit_on: list[TrainSource], seed: int) -> dict[str, LatentRouter]:
+    """Fit MF / IRT on the training models' train-question evaluations of these sources (block matrix)."""
+    phis, blocks = [], []
+    for ts in fit_on:
+        phis.append(ts.phi[ts.split.train])
+        blocks.append(ts.source.labels[np.flatnonzero(ts.train_models)][:, ts.split.train])
+    n_q = sum(b.shape[1] for b in blocks)
+    lab = np.full((sum(b.shape[0] for b in blocks), n_q), np.nan, dtype=np.float32)
+    r = c = 0
+    for b in blocks:
+        lab[r : r + b.shape[0], c : c + b.shape[1]] = b
+        r, c = r + b.shape[0], c + b.shape[1]
+    phi = np.concatenate(phis)
+    out = {}
+    for kind in kinds:
+        cfg = LatentConfig(dim=232) if kind == "mf" else LatentConfig(dim=32)
+        out[kind] = LatentRouter(kind, cfg).fit(phi, lab, seed=seed)
+    return out
+
+
+def routing(
+    emb: LocusEmbedder, ts: TrainSource, focus: np.ndarray | None, k: int, seed: int
+) -> dict[str, float]:
+    """Routing hit@1 over all models of the source and correctness accuracy of the focus models, every
+    model embedded from its own k random train-question evaluations, on test questions."""
+    src: EvalSource = ts.source
+    rng = np.random.default_rng(seed + 99)
+    samples = own_samples(src.labels, ts.split.train, k, rng)
+    z = emb.embed([(ts.phi[q], src.labels[m, q]) for m, q in enumerate(samples)])
+    y = src.labels[:, ts.split.test].T  # (Q, M)
+    p = emb.predict(z, ts.phi[ts.split.test])
+    cols = np.arange(src.n_models) if focus is None else focus
+    return {
+        "routing_hit1": metrics.routing_hit_at_k(p, y, k=1),
+        "best_single_hit1": metrics.best_single(src.labels[:, ts.split.train].T, y),
+        "oracle_hit1": metrics.oracle(y),
+        "correctness_acc": metrics.correctness_accuracy(p[:, cols], y[:, cols]),
+    }
+
+
+def evaluate(
+    emb: LocusEmbedder,
+    ts: TrainSource,
+    focus: np.ndarray | None,
+    ks: list[int],
+    seed: int,
+    latent: dict[str, LatentRouter],
+) -> dict[str, Any]:
+    """Geometry at every K (and routing at K=128) on one source's test questions."""
+    src = ts.source
+    extra = {name: latent_placer(r, src.labels, ts.phi) for name, r in latent.items()}
+    out: dict[str, Any] = {
+        "models": src.n_models,
+        "focus_models": src.n_models if focus is None else len(focus),
+        "by_k": {},
+    }
+    for k in ks:
+        rep = geometry_report(
+            emb.embed,
+            src.labels,
+            ts.phi,
+            ts.split.train,
+            ts.split.test,
+            k=k,
+            seed=seed * 1000 + k,
+            focus=focus,
+            extra_vectors=extra if k == 128 else None,
+        )
+        if k == 128:
+            rep.update(routing(emb, ts, focus, k, seed))
+        out["by_k"][str(k)] = rep
+        log.info(
+            "%s K=%d r=%.3f accdiff=%.3f ceil=%.3f tpr=%.2f",
+            src.name,
+            k,
+            rep["pearson"],
+            rep["acc_diff_pearson"],
+            rep["ceiling"],
+            rep["same_tpr"],
+        )
+    return out
+
+
+def run_variant(
+    name: str,
+    overrides: dict[str, Any],
+    loaded: list[tuple[EvalSource, np.ndarray]],
+    paths: list[str],
+    args: argparse.Namespace,
+) -> dict[str, Any]:
+    cfg = TrainConfig(
+        steps=args.steps,
+        eval_every=max(1, min(100, args.steps // 6)),
+        patience=args.steps,
+        threads=args.threads,
+        **overrides,
+    )
+    lcfg = LocusConfig()
+    res: dict[str, Any] = {"train_config": dataclasses.asdict(cfg), "protocols": {}}
+    seed = args.seed
+    if "heldout" in args.protocols:
+        tss = [prepare_source(s, phi, split_seed=seed, holdout_fraction=0.2) for s, phi in loaded]
+        model, info = trained_model(tss, paths, cfg, lcfg, seed, args.runs / name / "heldout")
+        emb = LocusEmbedder(model)
+        per: dict[str, Any] = {"train": {k: v for k, v in info.items() if k != "history"}, "sources": {}}
+        for ts in tss:
+            latent = fit_latent(args.baselines, [ts], seed) if args.baselines else {}
+            focus = np.flatnonzero(~ts.train_models)
+            per["sources"][ts.source.name] = evaluate(emb, ts, focus, args.ks, seed, latent)
+        res["protocols"]["heldout"] = per
+    if "loso" in args.protocols:
+        per = {"sources": {}}
+        for i, (src, phi) in enumerate(loaded):
+            if args.loso_sources and src.name not in args.loso_sources:
+                continue
+            rest = [j for j in range(len(loaded)) if j != i]
+            train_on = [prepare_source(*loaded[j], split_seed=seed) for j in rest]
+            model, info = trained_model(
+                train_on, [paths[j] for j in rest], cfg, lcfg, seed, args.runs / name / f"loso-{src.name}"
+            )
+            target = prepare_source(src, phi, split_seed=seed)
+            latent = fit_latent(args.baselines, train_on, seed) if args.baselines else {}
+            entry = evaluate(LocusEmbedder(model), target, None, args.ks, seed, latent)
+            entry["train"] = {k: v for k, v in info.items() if k != "history"}
+            per["sources"][src.name] = entry
+        res["protocols"]["loso"] = per
+    return res
+
+
+def table(doc: dict[str, Any]) -> str:
+    """One row per (variant, protocol, source, K)."""
+    head = f"{'variant':<10} {'protocol':<8} {'source':<15} {'K':>5} " + " ".join(
+        f"{c:>10}" for _, c in COLUMNS
+    )
+    lines = [head, "-" * len(head)]
+    for vname, v in doc["variants"].items():
+        for pname, p in v["protocols"].items():
+            for sname, s in p["sources"].items():
+                for k, row in s["by_k"].items():
+                    cells = []
+                    for key, _ in COLUMNS:
+                        x = row.get(key)
+                        cells.append(f"{x:>10.3f}" if isinstance(x, float) and x == x else f"{'-':>10}")
+                    lines.append(f"{vname:<10} {pname:<8} {sname:<15} {k:>5} " + " ".join(cells))
+    lines.append("")
+    lines.append(summary_lines(doc))
+    return "\n".join(lines)
+
+
+def summary_lines(doc: dict[str, Any]) -> str:
+    """Means over sources at K=128 per variant and protocol: r, acc-diff, their gap, ceiling."""
+    out = ["means over sources at K=128:"]
+    for vname, v in doc["variants"].items():
+        for pname, p in v["protocols"].items():
+            rows = [s["by_k"]["128"] for s in p["sources"].values() if "128" in s["by_k"]]
+            if not rows:
+                continue
+
+            def mean(key: str, rows: list[dict[str, Any]] = rows) -> float:
+                xs = [r[key] for r in rows if isinstance(r.get(key), float) and r[key] == r[key]]
+                return float(np.mean(xs)) if xs else float("nan")
+
+            out.append(
+                f"  {vname:<10} {pname:<8} r={mean('pearson'):.3f} accdiff={mean('acc_diff_pearson'):.3f} "
+                f"gap={mean('pearson') - mean('acc_diff_pearson'):+.3f} ceiling={mean('ceiling'):.3f} "
+                f"probe-obs={mean('probe_observed_pearson'):.3f} "
+                f"probe-comb={mean('probe_combined_pearson'):.3f} "
+                f"hit1={mean('routing_hit1'):.3f} acc={mean('correctness_acc'):.3f}"
+            )
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", nargs="+", required=True, help="source folders")
+    ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    ap.add_argument("--protocols", nargs="+", default=["heldout", "loso"], choices=["heldout", "loso"])
+    ap.add_argument("--loso-sources", nargs="*", default=None, help="only leave out these sources")
+    ap.add_argument("--ks", nargs="+", type=int, default=[64, 128, 256, 1024])
+    ap.add_argument("--steps", type=int, default=TrainConfig.steps)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--baselines", nargs="*", default=["mf", "irt"], choices=["mf", "irt"])
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--runs", type=Path, default=Path("runs/geometry"), help="cache of trained encoders")
+    ap.add_argument("--out", type=Path, default=Path("benchmarks/results/geometry.json"))
+    ap.add_argument("--print", dest="print_only", action="store_true", help="print the table of --out")
+    args = ap.parse_args(argv)
+    if args.print_only:
+        print(table(json.loads(args.out.read_text())))
+        return
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    args.ks = sorted(set(args.ks) | {128})
+    started = time.perf_counter()
+    loaded = load_sources(args.data)
+    doc: dict[str, Any] = {
+        **provenance(),
+        "data": [str(Path(p).resolve()) for p in args.data],
+        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "variants": {},
+    }
+    for name in args.variants:
+        doc["variants"][name] = run_variant(name, VARIANTS[name], loaded, args.data, args)
+        doc["seconds"] = time.perf_counter() - started
+        write_json(args.out, doc)
+    print(table(doc))
+    print(f"\nwrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

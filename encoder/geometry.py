@@ -1,0 +1,207 @@
+"""Geometry as users get it: does embedding distance mean behaviour on test questions?
+
+Every model is embedded from its *own* random K train-question evaluations (different questions per
+model, as users register them), and distances are compared with answer disagreement on test questions:
+
+- `pearson` / `spearman` of distance vs disagreement over model pairs;
+- `ceiling`: Pearson between the disagreement rates on two random halves of the test questions, the
+  reliability of the target itself (no distance can track it better than it tracks itself);
+- `acc_diff`: the same correlation for |acc_a - acc_b| from the same samples (a distance that knows
+  only each model's overall accuracy);
+- `probe_observed` / `probe_embedding` / `probe_combined`: when every model was scored on the same
+  `probe` random train questions, the observed disagreement on them, the embedding distance from those
+  scores, and the two combined (`combined_distance`);
+- `nn_agreement`: answer agreement of each model with its nearest neighbour by distance, next to
+  `nn_agreement_best`, that of its truly closest model;
+- `same_tpr`: two disjoint K-samples of one model must land closer than samples of distinct models:
+  share of same-model pairs below the distance that keeps FPR <= `max_fpr` on distinct pairs.
+
+Pairs are restricted to those involving at least one model of `focus` (e.g. held-out models) and
+sharing at least `min_shared` test questions. Pure numpy: `embed` is any function from sets of
+(phi (n, d), scores (n,)) to an (B, E) array.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+from scipy import stats
+
+from encoder.metrics import disagreement_matrix, pairwise_distances
+
+EvalSet = tuple[np.ndarray, np.ndarray]
+EmbedFn = Callable[[Sequence[EvalSet]], np.ndarray]
+
+
+def own_samples(
+    labels: np.ndarray, questions: np.ndarray, k: int, rng: np.random.Generator
+) -> list[np.ndarray]:
+    """For each model (row of labels), k random question indices among `questions` it was scored on
+    (all of them when it has fewer), sorted."""
+    out = []
+    for row in labels:
+        have = questions[~np.isnan(row[questions])]
+        out.append(np.sort(rng.permutation(have)[:k]))
+    return out
+
+
+def pair_mask(n_models: int, focus: np.ndarray | None, shared: np.ndarray, min_shared: int) -> np.ndarray:
+    """(M, M) upper-triangle pairs with at least one focus model and enough shared test questions."""
+    m = np.triu(np.ones((n_models, n_models), dtype=bool), k=1) & (shared >= min_shared)
+    if focus is not None:
+        f = np.zeros(n_models, dtype=bool)
+        f[focus] = True
+        m &= f[:, None] | f[None, :]
+    return m
+
+
+def correlations(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """(Pearson, Spearman) of two equal-length vectors; NaN when either is constant or too short."""
+    ok = np.isfinite(x) & np.isfinite(y)
+    x, y = x[ok], y[ok]
+    if len(x) < 3 or np.ptp(x) == 0.0 or np.ptp(y) == 0.0:
+        return math.nan, math.nan
+    return float(stats.pearsonr(x, y)[0]), float(stats.spearmanr(x, y)[0])
+
+
+def combined_distance(
+    embedding: np.ndarray, observed: np.ndarray, shared: np.ndarray, *, scale: float, prior: float
+) -> np.ndarray:
+    """Disagreement estimate from both sources of evidence: the embedding distance turned into a
+    disagreement rate (`embedding / scale`) counts as `prior` questions, the observed disagreement on
+    `shared` questions as that many; their weighted mean. With nothing shared it is the embedding's."""
+    emb_rate = embedding / scale
+    obs = np.where(shared > 0, np.nan_to_num(observed), 0.0)
+    return np.asarray((prior * emb_rate + shared * obs) / (prior + shared))
+
+
+def fit_scale(distance: np.ndarray, disagreement: np.ndarray) -> float:
+    """Least-squares slope through the origin of distance on disagreement (distance ~ scale * rate)."""
+    ok = np.isfinite(distance) & np.isfinite(disagreement)
+    den = float((disagreement[ok] ** 2).sum())
+    return float((distance[ok] * disagreement[ok]).sum() / den) if den > 0 else math.nan
+
+
+def tpr_at_fpr(same: np.ndarray, distinct: np.ndarray, max_fpr: float) -> float:
+    """Share of `same` scores strictly below the threshold allowing at most max_fpr of `distinct`."""
+    if len(same) == 0 or len(distinct) == 0:
+        return math.nan
+    d = np.sort(distinct)
+    threshold = d[math.floor(max_fpr * len(d))]
+    return float((same < threshold).mean())
+
+
+def geometry_report(
+    embed: EmbedFn,
+    labels: np.ndarray,
+    phi: np.ndarray,
+    train_q: np.ndarray,
+    test_q: np.ndarray,
+    *,
+    k: int,
+    seed: int,
+    focus: np.ndarray | None = None,
+    probe: int = 128,
+    scale: float | None = None,
+    prior: float = 64.0,
+    min_shared: int = 20,
+    max_fpr: float = 0.01,
+    extra_vectors: dict[str, Callable[[list[np.ndarray]], np.ndarray]] | None = None,
+) -> dict[str, Any]:
+    """All figures of the module doc for one source at one K. labels (M, Q) with NaN = not scored.
+
+    `extra_vectors` maps a baseline name to a function placing every model from the same own samples
+    (list of question-index arrays) and returning its (M, E) vectors; their distances are reported
+    beside the encoder's. `scale` turns embedding distance into a disagreement rate for the combined
+    distance; when None it is fitted on the probe setting's own pairs (train questions only).
+    """
+    rng = np.random.default_rng(seed)
+    n_models = labels.shape[0]
+    y_test = labels[:, test_q].T  # (Q_test, M)
+    rate, shared = disagreement_matrix(y_test)
+    pairs = pair_mask(n_models, focus, shared, min_shared)
+    target = rate[pairs]
+
+    # split-half ceiling of the target itself
+    perm = rng.permutation(len(test_q))
+    half_a, half_b = perm[: len(perm) // 2], perm[len(perm) // 2 :]
+    rate_a, _ = disagreement_matrix(y_test[half_a])
+    rate_b, _ = disagreement_matrix(y_test[half_b])
+    ceiling = correlations(rate_a[pairs], rate_b[pairs])[0]
+
+    samples = own_samples(labels, train_q, k, rng)
+    z = np.asarray(embed([(phi[q], labels[m, q]) for m, q in enumerate(samples)]), dtype=np.float64)
+    dist = pairwise_distances(z)
+    acc = np.array([labels[m, q].mean() if len(q) else np.nan for m, q in enumerate(samples)])
+    acc_diff = np.abs(acc[:, None] - acc[None, :])
+    out: dict[str, Any] = {
+        "k": k,
+        "k_used_median": float(np.median([len(q) for q in samples])),
+        "n_pairs": int(pairs.sum()),
+        "ceiling": ceiling,
+    }
+    out["pearson"], out["spearman"] = correlations(dist[pairs], target)
+    out["acc_diff_pearson"], out["acc_diff_spearman"] = correlations(acc_diff[pairs], target)
+    for name, place in (extra_vectors or {}).items():
+        v = pairwise_distances(np.asarray(place(samples), dtype=np.float64))
+        out[f"{name}_pearson"], out[f"{name}_spearman"] = correlations(v[pairs], target)
+
+    # nearest neighbour agreement (focus models' neighbours among all models)
+    rows = np.arange(n_models) if focus is None else np.asarray(focus)
+    d_nn = dist.copy()
+    np.fill_diagonal(d_nn, np.inf)
+    d_nn[shared < min_shared] = np.inf
+    r_nn = np.where(shared >= min_shared, rate, np.inf)
+    np.fill_diagonal(r_nn, np.inf)
+    has = np.isfinite(d_nn[rows]).any(axis=1)
+    rows = rows[has]
+    out["nn_agreement"] = (
+        float((1.0 - rate[rows, d_nn[rows].argmin(axis=1)]).mean()) if len(rows) else math.nan
+    )
+    out["nn_agreement_best"] = float((1.0 - r_nn[rows].min(axis=1)).mean()) if len(rows) else math.nan
+
+    # same-model TPR from two disjoint K-samples
+    twice = [
+        m
+        for m in (range(n_models) if focus is None else focus)
+        if (~np.isnan(labels[m, train_q])).sum() >= 2 * k
+    ]
+    if len(twice) >= 2:
+        first, second = [], []
+        for m in twice:
+            have = train_q[~np.isnan(labels[m, train_q])]
+            p = rng.permutation(have)
+            first.append(np.sort(p[:k]))
+            second.append(np.sort(p[k : 2 * k]))
+        za = np.asarray(embed([(phi[q], labels[m, q]) for m, q in zip(twice, first, strict=True)]))
+        zb = np.asarray(embed([(phi[q], labels[m, q]) for m, q in zip(twice, second, strict=True)]))
+        cross = np.linalg.norm(za[:, None, :] - zb[None, :, :], axis=-1)  # (T, T)
+        same = np.diag(cross)
+        distinct = cross[~np.eye(len(twice), dtype=bool)]
+        out["same_tpr"] = tpr_at_fpr(same, distinct, max_fpr)
+        out["same_pairs"], out["distinct_pairs"] = len(same), len(distinct)
+    else:
+        out["same_tpr"], out["same_pairs"], out["distinct_pairs"] = math.nan, 0, 0
+
+    # every model scored on the same `probe` random train questions
+    obs_all = ~np.isnan(labels[:, train_q])
+    common = train_q[obs_all.all(axis=0)]
+    if len(common) >= probe:
+        pq = np.sort(rng.permutation(common)[:probe])
+        zp = np.asarray(embed([(phi[pq], labels[m, pq]) for m in range(n_models)]), dtype=np.float64)
+        dp = pairwise_distances(zp)
+        obs_rate, obs_shared = disagreement_matrix(labels[:, pq].T)
+        s = scale if scale is not None else fit_scale(dp[pairs], obs_rate[pairs])
+        comb = combined_distance(dp, obs_rate, obs_shared.astype(np.float64), scale=s, prior=prior)
+        out["probe_questions"] = len(pq)
+        out["probe_observed_pearson"] = correlations(obs_rate[pairs], target)[0]
+        out["probe_embedding_pearson"] = correlations(dp[pairs], target)[0]
+        out["probe_combined_pearson"] = correlations(comb[pairs], target)[0]
+        out["probe_acc_diff_pearson"] = correlations(
+            np.abs(labels[:, pq].mean(1)[:, None] - labels[:, pq].mean(1)[None, :])[pairs], target
+        )[0]
+        out["probe_scale"] = s
+    return out

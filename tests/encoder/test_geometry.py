@@ -1,0 +1,95 @@
+"""The geometry loss and figures: distances that track disagreement, samples of one model together."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from encoder.geometry import combined_distance, fit_scale, geometry_report, own_samples, tpr_at_fpr
+from encoder.inference import LocusEmbedder
+from encoder.model import LocusModel
+from encoder.simulate import PoolSpec, simulate_pool
+from encoder.train import TrainConfig, geometry_loss, prepare_source, train, train_disagreement
+from tests.encoder.conftest import SMALL
+
+
+def test_geometry_loss_is_zero_for_proportional_distances_and_scale_free() -> None:
+    z = torch.tensor([[0.0, 0.0], [3.0, 0.0], [0.0, 4.0]])
+    d = torch.cdist(z, z)
+    assert geometry_loss(z, 2.0 * d).item() == pytest.approx(0.0, abs=1e-6)
+    assert geometry_loss(10.0 * z, d).item() == pytest.approx(0.0, abs=1e-6)
+    wrong = torch.tensor([[np.nan, 1.0, 0.0], [np.nan, np.nan, 1.0], [np.nan, np.nan, np.nan]])
+    assert geometry_loss(z, wrong).item() > 0.1  # model 0 and 2 should coincide but sit 4 apart
+
+
+def test_geometry_loss_ignores_unknown_pairs() -> None:
+    z = torch.randn(4, 3)
+    t = torch.full((4, 4), float("nan"))
+    assert geometry_loss(z, t).item() == 0.0
+
+
+def test_train_disagreement_counts_only_shared_questions() -> None:
+    labels = np.array([[1, 0, 1, np.nan], [1, 1, 1, 0], [np.nan, np.nan, 0, 0]], dtype=np.float32)
+    d = train_disagreement(labels, np.arange(4), min_shared=2)
+    assert d[0, 1] == pytest.approx(1 / 3)  # 3 shared, one differs
+    assert d[1, 2] == pytest.approx(0.5)
+    assert np.isnan(d[0, 2])  # one shared question < min_shared
+
+
+@pytest.fixture(scope="module")
+def planted() -> tuple:
+    pool = simulate_pool(
+        PoolSpec(n_models=24, n_questions=500, n_categories=4, query_dim=SMALL.query_dim, missing=0.0, seed=3)
+    )
+    return prepare_source(pool.to_source(), pool.phi, split_seed=0), pool
+
+
+def _trained(ts, weight: float) -> LocusModel:
+    cfg = TrainConfig(
+        steps=120,
+        batch_models=16,
+        min_set=64,
+        max_set=128,
+        n_targets=32,
+        warmup_steps=5,
+        eval_every=40,
+        val_k=64,
+        geometry_weight=weight,
+        group_size=8,
+        twins=2,
+    )
+    torch.manual_seed(0)
+    model = LocusModel(SMALL)
+    train(model, [ts], cfg, seed=0, progress=False)
+    return model
+
+
+def test_geometry_training_makes_samples_of_one_model_agree(planted: tuple) -> None:
+    """Sample consistency on a planted pool: two disjoint samples of one model land closer together
+    than samples of distinct models, and distance tracks test-question disagreement."""
+    ts, pool = planted
+    emb = LocusEmbedder(_trained(ts, 1.0))
+    rep = geometry_report(
+        emb.embed, pool.labels, ts.phi, ts.split.train, ts.split.test, k=64, seed=0, probe=64
+    )
+    assert rep["pearson"] > 0.6, rep
+    assert rep["same_tpr"] > 0.5, rep
+    assert rep["probe_combined_pearson"] >= rep["probe_observed_pearson"] - 0.05, rep
+
+
+def test_combined_distance_moves_from_embedding_to_observed_with_evidence() -> None:
+    emb = np.array([[0.0, 2.0], [2.0, 0.0]])
+    obs = np.array([[0.0, 0.5], [0.5, 0.0]])
+    none = combined_distance(emb, obs, np.zeros((2, 2)), scale=10.0, prior=64)
+    lots = combined_distance(emb, obs, np.full((2, 2), 6400.0), scale=10.0, prior=64)
+    assert none[0, 1] == pytest.approx(0.2)
+    assert lots[0, 1] == pytest.approx(0.5, abs=0.01)
+    assert fit_scale(np.array([2.0, 4.0]), np.array([1.0, 2.0])) == pytest.approx(2.0)
+
+
+def test_tpr_at_fpr_and_own_samples() -> None:
+    assert tpr_at_fpr(np.array([0.1, 0.2, 0.9]), np.arange(1, 101) / 100.0, 0.01) == pytest.approx(2 / 3)
+    labels = np.array([[1, np.nan, 0, 1], [0, 1, 1, 1]], dtype=np.float32)
+    s = own_samples(labels, np.arange(4), 2, np.random.default_rng(0))
+    assert all(len(q) == 2 for q in s) and 1 not in s[0]
