@@ -173,9 +173,8 @@ def main() -> int:
     print(f"{'layout':<16}{'read s':>9}{'write s':>9}{'total s':>9}{'evals/s':>10}")
     for k, v in best.items():
         print(f"{k:<16}{v['read_s']:>9.2f}{v['write_s']:>9.2f}{v['total_s']:>9.2f}{n / v['total_s']:>10,.0f}")
-    print(
-        f"lm-eval speed / normalised-CSV speed = {ratio:.2f} (target >= 0.5: {'met' if ratio >= 0.5 else 'NOT met'})"
-    )
+    verdict = "met" if ratio >= 0.5 else "NOT met"
+    print(f"lm-eval speed / normalised-CSV speed = {ratio:.2f} (target >= 0.5: {verdict})")
     return 0
 
 

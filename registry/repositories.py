@@ -273,14 +273,20 @@ def upsert_evaluations(
 
 
 def model_scores(
-    s: Session, model_ids: Sequence[uuid.UUID]
+    s: Session, model_ids: Sequence[uuid.UUID], flt: EvaluationFilter | None = None
 ) -> dict[uuid.UUID, list[tuple[uuid.UUID, float]]]:
-    """Per model its (question_id, score) pairs sorted by question id: the canonical set order."""
+    """Per model its (question_id, score) pairs sorted by question id: the canonical set order.
+
+    With `flt`, only the scores of that provenance.
+    """
     out: dict[uuid.UUID, list[tuple[uuid.UUID, float]]] = defaultdict(list)
+    conds = _evaluation_conditions(flt)
     for part in chunks(list(model_ids), 500):
         stmt = select(EvaluationRow.model_id, EvaluationRow.question_id, EvaluationRow.score).where(
-            EvaluationRow.model_id.in_(part)
+            EvaluationRow.model_id.in_(part), *conds
         )
+        if conds:
+            stmt = stmt.outerjoin(EvaluationSourceRow, EvaluationSourceRow.id == EvaluationRow.source_id)
         for mid, qid, score in s.execute(stmt):
             out[mid].append((qid, score))
     for pairs in out.values():

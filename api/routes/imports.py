@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import tempfile
 import uuid
 import zipfile
 from pathlib import Path, PurePosixPath
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Query
+from fastapi import APIRouter, Body, Depends, Query
 
 from api.deps import AdminAuth, ContainerDep, Limit, Offset, ReadAuth
 from api.importing import FORMATS, load_batch
@@ -16,11 +17,13 @@ from registry import importers, services
 from registry.errors import Forbidden, InvalidInput
 from registry.importers import ImportOptions
 from registry.schemas import (
+    EvaluationFilter,
     EvaluationSourceCount,
     ImportReport,
     ImportRequest,
     ModelProvenanceRead,
     Page,
+    ProvenanceEmbeddingRead,
 )
 
 router = APIRouter(prefix="/v1", tags=["imports"])
@@ -97,6 +100,10 @@ def import_upload(
         if safe.endswith(".zip"):
             target = root / "upload"
             _unzip(data, target, container.settings.max_body_bytes * 20)
+            entries = list(target.iterdir())
+            while len(entries) == 1 and entries[0].is_dir():  # a zipped folder: read the folder itself
+                target = entries[0]
+                entries = list(target.iterdir())
         else:
             target = root / safe
             target.write_bytes(data)
@@ -153,3 +160,31 @@ def list_evaluation_sources(
 def model_provenance(model_id: uuid.UUID, container: ContainerDep, _: ReadAuth) -> list[ModelProvenanceRead]:
     """The model card's provenance: where its scores came from, how many, their mean."""
     return services.model_provenance(container, model_id)
+
+
+def provenance_filter(
+    tool: Annotated[list[str] | None, Query(description="any of these tools (lm-eval, inspect, ...)")] = None,
+    task: Annotated[list[str] | None, Query(description="any of these tasks")] = None,
+    source_id: Annotated[list[uuid.UUID] | None, Query(description="any of these provenance records")] = None,
+    min_run_at: Annotated[dt.datetime | None, Query(description="runs at or after this time")] = None,
+    with_provenance: Annotated[bool | None, Query(description="true: imported scores only")] = None,
+) -> EvaluationFilter:
+    """Provenance filters shared by the provenance-aware reads."""
+    return EvaluationFilter(
+        tools=tool or [],
+        tasks=task or [],
+        source_ids=source_id or [],
+        min_run_at=min_run_at,
+        with_provenance=with_provenance,
+    )
+
+
+@router.get("/models/{model_id}/embedding")
+def embedding_from_provenance(
+    model_id: uuid.UUID,
+    container: ContainerDep,
+    _: ReadAuth,
+    flt: Annotated[EvaluationFilter, Depends(provenance_filter)],
+) -> ProvenanceEmbeddingRead:
+    """The model's embedding from only its scores of the given provenance (computed, not stored)."""
+    return services.embed_model_with_provenance(container, model_id, flt)

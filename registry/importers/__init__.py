@@ -80,6 +80,12 @@ def read(
         if isinstance(exc, ImportFormatError):
             raise
         raise ImportFormatError(f"{path}: cannot be read ({type(exc).__name__}: {exc})") from None
+    except (AttributeError, TypeError, KeyError, IndexError) as exc:
+        # A file of the right kind whose fields have the wrong types (e.g. a number where lm-eval
+        # writes an object): refuse it as malformed rather than fail.
+        raise ImportFormatError(
+            f"{path}: not in the {fmt} layout ({type(exc).__name__}: {exc}); check --format"
+        ) from None
 
 
 def detect_format(path: Path) -> str:

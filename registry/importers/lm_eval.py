@@ -11,10 +11,11 @@ on the same question; where the template cannot be rendered, a 0-shot run uses i
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
+
+import orjson
 
 from registry.importers.base import (
     BatchBuilder,
@@ -112,30 +113,44 @@ def _read_task(
     want_metric = ImportOptions.per_task(options.metric, task)
     want_filter = ImportOptions.per_task(options.filter, task)
     template = _Template(task_cfg.get("doc_to_text"))
-    rows: list[tuple[int, dict[str, Any]]] = []
+    # One compact row per line (the decoded samples are dropped at once: a large log holds every
+    # prompt several times, and keeping the dicts makes the garbage collector crawl).
+    rows: list[_Row] = []
     filters: list[str] = []
-    with samples_path.open(encoding="utf-8") as f:
+    metric = want_metric
+    with samples_path.open("rb") as f:
         for line_no, line in enumerate(f, 1):
             if not line.strip():
                 continue
             try:
-                sample = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ImportFormatError(
-                    f"{samples_path}, line {line_no}: not valid JSON ({exc.msg})"
-                ) from None
+                sample = orjson.loads(line)
+            except orjson.JSONDecodeError as exc:
+                raise ImportFormatError(f"{samples_path}, line {line_no}: not valid JSON ({exc})") from None
             if not isinstance(sample, dict) or "doc_id" not in sample:
                 raise ImportFormatError(f"{samples_path}, line {line_no}: not an lm-eval sample (no doc_id)")
             flt = str(sample.get("filter", "none"))
             if flt not in filters:
                 filters.append(flt)
-            rows.append((line_no, sample))
-    if not rows:
+            if metric is None:
+                metric = _default_metric(sample, samples_path)
+            where = f"{samples_path}, line {line_no}"
+            if metric in sample:
+                value: object = sample[metric]
+            else:
+                have = [k for k in sample.get("metrics", []) if k in sample]
+                value = ImportFormatError(
+                    f"{where}: no metric {metric!r} (this sample has {have}); choose with --metric"
+                )
+            try:
+                text: str | ImportFormatError = _question_text(sample, template, n_shot, where, task)
+            except ImportFormatError as exc:
+                text = exc
+            rows.append(_Row(where, sample["doc_id"], flt, value, text))
+    if not rows or metric is None:
         raise ImportFormatError(f"{samples_path}: no samples")
     flt = want_filter or ("none" if "none" in filters else filters[0])
     if flt not in filters:
         raise ImportFormatError(f"{samples_path}: task {task!r} has no filter {flt!r} (it has {filters})")
-    metric = want_metric or _default_metric(rows[0][1], samples_path)
     gen = {
         "model": config.get("model"),
         "model_args": config.get("model_args"),
@@ -164,20 +179,27 @@ def _read_task(
             file_sha256=sha256_files([results_path, samples_path]),
         )
     )
-    for line_no, sample in rows:
-        if str(sample.get("filter", "none")) != flt:
+    for row in rows:
+        if row.filter != flt:
             continue
-        where = f"{samples_path}, line {line_no}"
-        if metric not in sample:
-            have = [k for k in sample.get("metrics", []) if k in sample]
-            raise ImportFormatError(
-                f"{where}: no metric {metric!r} (this sample has {have}); choose with --metric"
-            )
-        score = as_score(sample[metric], where, f"metric {metric!r}")
-        text = _question_text(sample, template, n_shot, where, task)
-        key = question_key(benchmark, sample["doc_id"], text, options.key_by)
-        q = builder.question(QuestionSpec(key=key, text=text, category=task, benchmark=benchmark), where)
-        builder.score(model, q, score, source, where)
+        if isinstance(row.value, ImportFormatError):
+            raise row.value
+        if isinstance(row.text, ImportFormatError):
+            raise row.text
+        score = as_score(row.value, row.where, f"metric {metric!r}")
+        key = question_key(benchmark, row.doc_id, row.text, options.key_by)
+        q = builder.question(
+            QuestionSpec(key=key, text=row.text, category=task, benchmark=benchmark), row.where
+        )
+        builder.score(model, q, score, source, row.where)
+
+
+class _Row(NamedTuple):
+    where: str
+    doc_id: object
+    filter: str
+    value: object  # the metric's value, or the error to raise if this row is imported
+    text: str | ImportFormatError
 
 
 def _default_metric(sample: dict[str, Any], path: Path) -> str:

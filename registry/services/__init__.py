@@ -30,6 +30,7 @@ from registry.services.models import (
     similar_models,
     update_model,
 )
+from registry.services.provenance import embed_model_with_provenance
 from registry.services.questions import add_questions, get_question_vectors, list_questions
 
 __all__ = [
@@ -44,6 +45,7 @@ __all__ = [
     "create_api_key",
     "delete_model",
     "embed_evaluations",
+    "embed_model_with_provenance",
     "get_model",
     "get_models",
     "get_question_vectors",

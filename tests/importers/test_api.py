@@ -55,6 +55,19 @@ def test_upload_lm_eval_zip_then_read_provenance(root_client: TestClient, admin:
 
     card = root_client.get(f"/v1/models/{model['id']}/provenance", headers=admin).json()
     assert sorted(c["provenance"]["task"] for c in card) == ["toy_gen", "toy_mc", "toy_mc_2shot"]
+    # A decision can rest on the scores of one provenance only: the embedding from them alone.
+    sub = root_client.get(
+        f"/v1/models/{model['id']}/embedding", params={"task": "toy_mc"}, headers=admin
+    ).json()
+    full = root_client.get(f"/v1/models/{model['id']}/embedding", headers=admin).json()
+    stored = root_client.get(
+        f"/v1/models/{model['id']}", params={"include_vector": True}, headers=admin
+    ).json()
+    assert sub["n_evaluations"] == 20 and full["n_evaluations"] == 60
+    assert full["vector"] == pytest.approx(stored["embedding"]["vector"], abs=1e-6)
+    assert sub["vector"] != pytest.approx(full["vector"], abs=1e-6)
+    none = root_client.get(f"/v1/models/{model['id']}/embedding", params={"tool": "helm"}, headers=admin)
+    assert none.status_code == 422 and "no evaluations of this provenance" in none.json()["detail"]
     sources = root_client.get("/v1/evaluation-sources", params={"tool": "lm-eval"}, headers=admin).json()
     assert sources["total"] == 3 and {s["evaluations"] for s in sources["items"]} == {20}
 
