@@ -220,7 +220,7 @@ function renderCard(model, similar, fallbacks, nearest, compare) {
   if (compare && compare.categories.length) {
     html.push(`<h3>Predicted accuracy per category (vs nearest, ${esc(nearest.model.name)})</h3><div id="cats"></div>`);
   }
-  html.push("<h3>Nearest neighbours</h3>");
+  html.push(`<h3>Nearest neighbours${similar.ranked_by ? ` <span class="hint">(ranked by ${esc(similar.ranked_by)}; d = embedding distance)</span>` : ""}</h3>`);
   html.push(similar.items.length
     ? "<ol id='neighbours'>" + similar.items.map((s) => `<li>${modelLink(s.model, ` <span class="hint">d=${s.distance.toFixed(3)}</span>`)}</li>`).join("") + "</ol>"
     : "<p class='hint'>no other embedded model</p>");
