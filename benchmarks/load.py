@@ -1,0 +1,378 @@
+"""Loopback load test: req/s, p50, p99 and errors of the registry's hot endpoints at a fixed concurrency
+for a fixed duration, next to a minimal FastAPI + numpy k-NN endpoint over the same vectors and the
+query encoder's own throughput, all measured in the same run on the same machine.
+
+    python -m benchmarks.load                                   # 1,000 models, 8 clients, 10 s each
+    python -m benchmarks.load --models 1000 10000 --duration 15 --concurrency 8
+
+Each server runs in its own process (uvicorn, one worker) on 127.0.0.1; the load generator is an asyncio
+httpx client with `--concurrency` connections in this process. Every phase stops by itself after
+`--duration` seconds. The registry is the embedded default (SQLite + qdrant-client local mode) with the
+shipped checkpoint, seeded directly (random model vectors: search cost does not depend on where they come
+from). Requests: similar = GET /v1/models/{id}/similar?k=10, fallbacks = GET /v1/models/{id}/fallbacks,
+route = POST /v1/route with one new query text per request (so the query encoder runs each time),
+register = POST /v1/models with 128 evaluations of registered questions. Writes
+benchmarks/results/load.json and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import itertools
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+from benchmarks._common import QUERY_CACHE, ROOT, provenance, write_json
+from benchmarks.api import TOPICS, free_port, seed_direct
+
+N_QUESTIONS = 128
+
+
+# ------------------------------------------------------------------ the minimal baseline server
+
+
+def baseline_app(vectors_file: Path) -> Any:
+    """FastAPI + numpy: the k nearest rows of a matrix by Euclidean distance, nothing else."""
+    from fastapi import FastAPI
+
+    data = np.load(vectors_file)
+    ids, vectors = [str(x) for x in data["ids"]], data["vectors"].astype(np.float32)
+    app = FastAPI()
+
+    @app.get("/similar/{i}")
+    def similar(i: int, k: int = 10) -> dict[str, Any]:
+        d = np.linalg.norm(vectors - vectors[i], axis=1)
+        d[i] = np.inf
+        top = np.argpartition(d, k)[:k]
+        top = top[np.argsort(d[top])]
+        return {"items": [{"id": ids[j], "distance": float(d[j])} for j in top]}
+
+    return app
+
+
+# ------------------------------------------------------------------ processes
+
+
+@contextlib.contextmanager
+def serve(args: list[str], env: dict[str, str], port: int) -> Iterator[str]:
+    """Run a server process until the block ends; wait until it answers."""
+    proc = subprocess.Popen(
+        [sys.executable, *args], cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.DEVNULL
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 300
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"server {args} exited with {proc.returncode}")
+            with contextlib.suppress(httpx.HTTPError):
+                if (
+                    httpx.get(f"{url}/healthz" if "api" in args else f"{url}/docs", timeout=2).status_code
+                    == 200
+                ):
+                    break
+            if time.time() > deadline:
+                raise RuntimeError(f"server {args} did not start")
+            time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def seed(workdir: Path, n_models: int) -> tuple[dict[str, str], str, list[str], list[str], Path]:
+    """Build the embedded registry in `workdir` (models, questions, a key), then release it for the server.
+    Returns (server env, API key, model ids, question keys, vectors file for the baseline)."""
+    from api.wiring import build_container
+    from registry import services
+    from registry.schemas import QuestionIn
+    from registry.settings import Settings
+
+    env = {
+        "LOCUS_DATABASE_URL": f"sqlite:///{workdir / 'registry.db'}",
+        "LOCUS_QDRANT_PATH": str(workdir / "qdrant"),
+        "LOCUS_QUERY_CACHE_DIR": str(QUERY_CACHE),
+        "LOCUS_MAX_ITEMS": "1000000",
+        "LOCUS_LOG_LEVEL": "warning",
+        "HF_HUB_OFFLINE": "1",
+    }
+    settings = Settings(**{k[len("LOCUS_") :].lower(): v for k, v in env.items() if k.startswith("LOCUS_")})
+    container = build_container(settings)
+    try:
+        rng = np.random.default_rng(0)
+        ids = seed_direct(container, n_models, rng)
+        keys = [f"load-q{i}" for i in range(N_QUESTIONS)]
+        services.add_questions(
+            container,
+            [
+                QuestionIn(key=k, text=f"Load question {i} on {TOPICS[i % len(TOPICS)]}: case {i}.")
+                for i, k in enumerate(keys)
+            ],
+        )
+        key = services.create_api_key(container, "load", ["admin"]).key
+        vids, vectors = container.index.scan_models(None)
+        vectors_file = workdir / "vectors.npz"
+        np.savez(vectors_file, ids=np.asarray([str(v) for v in vids]), vectors=vectors)
+    finally:
+        container.close()
+    return env, key, [str(i) for i in ids], keys, vectors_file
+
+
+# ------------------------------------------------------------------ the load generator
+
+
+def load(
+    url: str,
+    make: Callable[[int], tuple[str, str, Any]],
+    *,
+    concurrency: int,
+    duration: float,
+    headers: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """`concurrency` clients send requests made by `make(n)` -> (method, path, json) for `duration` s."""
+    counter = itertools.count()
+
+    async def main() -> tuple[list[float], int, dict[int, int]]:
+        latencies: list[float] = []
+        errors = 0
+        statuses: dict[int, int] = {}
+        limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+        async with httpx.AsyncClient(base_url=url, headers=headers, timeout=60, limits=limits) as client:
+            end = time.perf_counter() + duration
+
+            async def worker() -> None:
+                nonlocal errors
+                while time.perf_counter() < end:
+                    method, path, body = make(next(counter))
+                    t = time.perf_counter()
+                    try:
+                        r = await client.request(method, path, json=body)
+                        ok = r.status_code < 400
+                        statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
+                    except httpx.HTTPError:
+                        ok = False
+                    latencies.append(time.perf_counter() - t)
+                    if not ok:
+                        errors += 1
+
+            await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return latencies, errors, statuses
+
+    started = time.perf_counter()
+    latencies, errors, statuses = asyncio.run(main())
+    return stats(latencies, errors, time.perf_counter() - started) | {"statuses": statuses}
+
+
+def stats(latencies: list[float], errors: int, elapsed: float) -> dict[str, Any]:
+    ms = np.asarray(latencies) * 1000 if latencies else np.zeros(1)
+    return {
+        "requests": len(latencies),
+        "req_per_s": len(latencies) / elapsed,
+        "p50_ms": float(np.percentile(ms, 50)),
+        "p99_ms": float(np.percentile(ms, 99)),
+        "errors": errors,
+    }
+
+
+def encoder_floor(concurrency: int, duration: float) -> dict[str, Any]:
+    """The query encoder's own throughput on one new text per call, `concurrency` threads, no HTTP."""
+    from encoder.query import QueryEncoder
+
+    enc = QueryEncoder(cache_dir=None)
+    enc.encode(["warm up"])
+    counter = itertools.count()
+    latencies: list[float] = []
+    lock = threading.Lock()
+    end = time.perf_counter() + duration
+
+    def worker() -> None:
+        while time.perf_counter() < end:
+            t = time.perf_counter()
+            enc.encode([f"floor query {next(counter)} {uuid.uuid4().hex}"])
+            with lock:
+                latencies.append(time.perf_counter() - t)
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    return stats(latencies, 0, time.perf_counter() - started)
+
+
+# ------------------------------------------------------------------ the run
+
+
+def run_pool(n_models: int, args: argparse.Namespace) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="locus-load-") as tmp:
+        workdir = Path(tmp)
+        env, key, ids, keys, vectors_file = seed(workdir, n_models)
+        rng = np.random.default_rng(1)
+        picks = rng.integers(0, len(ids), size=1_000_000)
+        phases: dict[str, Callable[[int], tuple[str, str, Any]]] = {
+            "similar": lambda n: ("GET", f"/v1/models/{ids[picks[n]]}/similar?k=10", None),
+            "fallbacks": lambda n: ("GET", f"/v1/models/{ids[picks[n]]}/fallbacks", None),
+            "route": lambda n: (
+                "POST",
+                "/v1/route",
+                {"queries": [f"Which model answers load query {n} {uuid.uuid4().hex[:8]} best?"]},
+            ),
+            "register": lambda n: (
+                "POST",
+                "/v1/models",
+                {
+                    "name": f"load-{uuid.uuid4().hex}",
+                    "provider": "load",
+                    "evaluations": [
+                        {"question": k, "score": float((n * 7 + i) % 5) / 4} for i, k in enumerate(keys)
+                    ],
+                },
+            ),
+        }
+        port = free_port()
+        with serve(["-m", "api", "serve", "--port", str(port)], env, port) as url:
+            for name, make in phases.items():
+                if name not in args.phases:
+                    continue
+                load(url, make, concurrency=args.concurrency, duration=2, headers=_auth(key))  # warm-up
+                out[name] = load(
+                    url, make, concurrency=args.concurrency, duration=args.duration, headers=_auth(key)
+                )
+                print(f"  {n_models} models {name}: {_row(out[name])}", flush=True)
+        port = free_port()
+        code = f"import uvicorn; from benchmarks.load import baseline_app; from pathlib import Path; uvicorn.run(baseline_app(Path({str(vectors_file)!r})), host='127.0.0.1', port={port}, log_level='warning', access_log=False)"  # noqa: E501
+        with serve(["-c", code], {}, port) as url:
+
+            def make_base(n: int) -> tuple[str, str, Any]:
+                return "GET", f"/similar/{picks[n]}?k=10", None
+
+            load(url, make_base, concurrency=args.concurrency, duration=2)
+            out["minimal_knn"] = load(url, make_base, concurrency=args.concurrency, duration=args.duration)
+            print(f"  {n_models} models minimal k-NN: {_row(out['minimal_knn'])}", flush=True)
+    return out
+
+
+def profile(n_models: int, calls: int, top: int = 15) -> dict[str, Any]:
+    """cProfile of `calls` route (one new query) and registration (128 evaluations) service calls,
+    in-process on a seeded embedded registry: where the time of a request goes, without HTTP."""
+    import cProfile
+    import io
+    import pstats
+
+    from api.wiring import build_container
+    from registry import services
+    from registry.decisions.schemas import RouteRequest
+    from registry.decisions.service import route_queries
+    from registry.schemas import EvaluationIn, ModelCreate
+    from registry.settings import Settings
+
+    out: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="locus-profile-") as tmp:
+        env, _key, _ids, keys, _vectors = seed(Path(tmp), n_models)
+        settings = Settings(
+            **{k[len("LOCUS_") :].lower(): v for k, v in env.items() if k.startswith("LOCUS_")}
+        )
+        container = build_container(settings)
+        try:
+            work: dict[str, Callable[[int], object]] = {
+                "route": lambda n: route_queries(
+                    container, RouteRequest(queries=[f"Profiled query {n} {uuid.uuid4().hex}"])
+                ),
+                "register": lambda n: services.register_model(
+                    container,
+                    ModelCreate(
+                        name=f"profiled-{uuid.uuid4().hex}",
+                        evaluations=[
+                            EvaluationIn(question=k, score=float((n + i) % 5) / 4) for i, k in enumerate(keys)
+                        ],
+                    ),
+                ),
+            }
+            for name, fn in work.items():
+                fn(-1)  # warm-up
+                prof = cProfile.Profile()
+                started = time.perf_counter()
+                prof.enable()
+                for n in range(calls):
+                    fn(n)
+                prof.disable()
+                per_call_ms = (time.perf_counter() - started) / calls * 1000
+                text = io.StringIO()
+                pstats.Stats(prof, stream=text).sort_stats("cumulative").print_stats(top)
+                out[name] = {"calls": calls, "ms_per_call": per_call_ms, "top_cumulative": text.getvalue()}
+                print(f"profile {name}: {per_call_ms:.1f} ms per call\n{text.getvalue()}", flush=True)
+        finally:
+            container.close()
+    return out
+
+
+def _auth(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def _row(r: dict[str, Any]) -> str:
+    return (
+        f"{r['req_per_s']:8.1f} req/s  p50 {r['p50_ms']:7.1f} ms  p99 {r['p99_ms']:7.1f} ms"
+        f"  errors {r['errors']}"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", type=int, nargs="+", default=[1000])
+    ap.add_argument("--concurrency", type=int, default=8)
+    ap.add_argument("--duration", type=float, default=10.0, help="seconds per phase")
+    ap.add_argument(
+        "--phases", nargs="+", default=["similar", "fallbacks", "route", "register"], help="registry phases"
+    )
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "load.json")
+    ap.add_argument(
+        "--profile", type=int, default=0, metavar="CALLS", help="also cProfile CALLS route / register calls"
+    )
+    args = ap.parse_args(argv)
+
+    results: dict[str, Any] = {
+        "provenance": provenance(),
+        "config": {"models": args.models, "concurrency": args.concurrency, "duration_s": args.duration},
+        "pools": {},
+    }
+    print(f"query encoder alone, {args.concurrency} threads, one new text per call:", flush=True)
+    results["query_encoder"] = encoder_floor(args.concurrency, args.duration)
+    print(f"  {_row(results['query_encoder'])}", flush=True)
+    for n in args.models:
+        results["pools"][str(n)] = run_pool(n, args)
+    if args.profile:
+        results["profile"] = profile(args.models[0], args.profile)
+    write_json(args.out, results)
+
+    print(f"\n{'models':>7} {'endpoint':<12} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}")
+    for n, pool in results["pools"].items():
+        for name, r in pool.items():
+            cells = f"{r['req_per_s']:8.1f} {r['p50_ms']:8.1f} {r['p99_ms']:8.1f} {r['errors']:7d}"
+            print(f"{n:>7} {name:<12} {cells}")
+    q = results["query_encoder"]
+    print(f"{'-':>7} {'encoder':<12} {q['req_per_s']:8.1f} {q['p50_ms']:8.1f} {q['p99_ms']:8.1f} {'-':>7}")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
