@@ -41,7 +41,7 @@ class Tolerance:
 
     same: float  # disagreement rate below which two sides are the same model
     related: float  # disagreement rate below which they are related
-    alpha: float = 0.01  # one-sided error of each confidence bound
+    alpha: float = 0.05  # one-sided error of each confidence bound
     distinct_pairs: int = 0  # distinct registered pairs the thresholds were read from
     floor: float | None = None  # the max_fpr quantile of their disagreement (None: no data)
 
@@ -152,7 +152,7 @@ def tolerance_from_pairs(
     max_same: float = 0.10,
     max_fpr: float = 0.01,
     related_quantile: float = 0.10,
-    alpha: float = 0.01,
+    alpha: float = 0.05,
 ) -> Tolerance:
     """Thresholds from the disagreement rates of distinct registered models: `same` is the smaller of
     `max_same` and their `max_fpr` quantile; `related` their `related_quantile` quantile (at least
@@ -161,9 +161,9 @@ def tolerance_from_pairs(
     d = d[np.isfinite(d)]
     if len(d) == 0:
         return Tolerance(same=max_same, related=min(1.0, 2 * max_same), alpha=alpha)
-    floor = float(np.quantile(d, max_fpr))
+    floor = float(np.quantile(d, max_fpr, method="lower"))  # an observed pair, never interpolated up
     same = min(max_same, floor) if floor > 0 else 0.0
-    related = max(float(np.quantile(d, related_quantile)), same, 1e-6)
+    related = max(float(np.quantile(d, related_quantile, method="lower")), same, 1e-6)
     return Tolerance(same=max(same, 1e-6), related=related, alpha=alpha, distinct_pairs=len(d), floor=floor)
 
 
