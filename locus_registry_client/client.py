@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from types import TracebackType
-from typing import Any, TypedDict, TypeVar
+from typing import Any, Literal, TypedDict, TypeVar
 
 import httpx
 from pydantic import BaseModel, TypeAdapter, ValidationError
@@ -35,6 +35,7 @@ from registry.schemas import (
     ModelRead,
     ModelUpdate,
     Page,
+    ProbeSetRead,
     QuestionIn,
     QuestionsCreate,
     QuestionsCreated,
@@ -205,6 +206,10 @@ class LocusClient:
             params={"limit": limit, "offset": offset},
         )
 
+    def probes(self, n: int = 128) -> ProbeSetRead:
+        """The registry's probe set: the questions to score a new endpoint on before registering it."""
+        return self._call(ProbeSetRead, "GET", "/v1/probes", params={"n": n})
+
     def add_questions(self, questions: Sequence[QuestionIn | Mapping[str, Any]]) -> QuestionsCreated:
         """Register questions (key, text, category, benchmark); existing identical ones are kept."""
         body = QuestionsCreate(questions=[_as(QuestionIn, q) for q in questions])
@@ -212,11 +217,17 @@ class LocusClient:
 
     # ------------------------------------------------------------ decisions
 
-    def similar(self, model_id: ModelId, *, k: int = 10, filters: Filters | None = None) -> SimilarRead:
-        """The k nearest models by embedding distance (the model itself excluded)."""
-        return self._call(
-            SimilarRead, "GET", f"/v1/models/{model_id}/similar", params={**(filters or {}), "k": k}
-        )
+    def similar(
+        self,
+        model_id: ModelId,
+        *,
+        k: int = 10,
+        filters: Filters | None = None,
+        rank_by: Literal["behaviour", "embedding"] | None = None,
+    ) -> SimilarRead:
+        """The k models nearest to this one (itself excluded); `rank_by` default: the server's."""
+        params = {**(filters or {}), "k": k, "rank_by": rank_by}
+        return self._call(SimilarRead, "GET", f"/v1/models/{model_id}/similar", params=params)
 
     def fallbacks(
         self,

@@ -84,6 +84,13 @@ def test_decisions(lc: LocusClient, fleet: dict[str, str]) -> None:
     dup = lc.duplicates(min_shared=8)
     assert dup.fingerprint == fp.fingerprint
 
+    by_embedding = lc.similar(fleet["flagship"], k=3, rank_by="embedding")
+    assert [d.distance for d in by_embedding.items] == sorted(d.distance for d in by_embedding.items)
+
+    probes = lc.probes(n=5)
+    assert probes.n == len(probes.questions) <= 5 and probes.models == len(PATTERNS)
+    assert {q.key for q in probes.questions} <= {f"q{i}" for i in range(24)}
+
 
 def test_api_errors_are_typed_and_carry_error_detail_request_id(
     client: TestClient, lc: LocusClient, fleet: dict[str, str], ctx: Context
