@@ -40,6 +40,7 @@ from registry.services.common import (
 )
 from registry.services.context import Context
 from registry.services.questions import resolve_evaluation_questions
+from registry.services.retry import retry_on_race
 from registry.tables import EvaluationSourceRow, ModelRow
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,7 @@ def _store_evaluations(
     return to_model_read(row, points[0].vector if points else None)
 
 
+@retry_on_race
 def register_model(ctx: Context, data: ModelCreate) -> ModelRead:
     """Register a model, with its evaluations and inline questions; its embedding is computed at once."""
     check_size(ctx, len(data.evaluations), "evaluations")
@@ -92,6 +94,7 @@ def register_model(ctx: Context, data: ModelCreate) -> ModelRead:
         return to_model_read(row)
 
 
+@retry_on_race
 def add_evaluations(ctx: Context, model_id: uuid.UUID, items: Sequence[EvaluationIn]) -> ModelRead:
     """Add (or replace) scores and refine the embedding from the model's full evaluation set."""
     if not items:
@@ -125,6 +128,7 @@ def list_models(
         return Page(items=[to_model_read(r) for r in rows], total=total, limit=limit, offset=offset)
 
 
+@retry_on_race
 def update_model(ctx: Context, model_id: uuid.UUID, patch: ModelUpdate) -> ModelRead:
     """Change metadata; the vector's payload follows at once (so filters see a new status immediately)."""
     with ctx.session_factory() as s, s.begin():

@@ -13,6 +13,7 @@ from registry.errors import InvalidInput, QuestionConflict, UnknownQuestions
 from registry.schemas import EvaluationIn, Page, QuestionIn, QuestionRead, QuestionsCreated
 from registry.services.common import check_size, index_write, new_question, question_phi
 from registry.services.context import Context
+from registry.services.retry import retry_on_race
 from registry.tables import QuestionRow
 
 
@@ -20,6 +21,7 @@ def to_question_read(row: QuestionRow) -> QuestionRead:
     return QuestionRead.model_validate(row, from_attributes=True)
 
 
+@retry_on_race
 def add_questions(ctx: Context, items: Sequence[QuestionIn]) -> QuestionsCreated:
     """Register questions; a key already stored with the same text is kept, with another text refused."""
     if not items:
