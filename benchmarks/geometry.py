@@ -52,6 +52,7 @@ COLUMNS = (
     ("pearson", "r"),
     ("spearman", "rho"),
     ("acc_diff_pearson", "accdiff"),
+    ("profile_pearson", "profile"),
     ("mf_pearson", "MF"),
     ("irt_pearson", "IRT"),
     ("ceiling", "ceil"),
@@ -150,6 +151,7 @@ def evaluate(
             seed=seed * 1000 + k,
             focus=focus,
             extra_vectors=extra if k == 128 else None,
+            predict=emb.predict,
         )
         if k == 128:
             rep.update(routing(emb, ts, focus, k, seed))
@@ -267,6 +269,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--baselines", nargs="*", default=["mf", "irt"], choices=["mf", "irt"])
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--runs", type=Path, default=Path("runs/geometry"), help="cache of trained encoders")
+    ap.add_argument(
+        "--checkpoint",
+        type=Path,
+        default=None,
+        help="evaluate this trained encoder instead of training variants (protocol `given`: all models of "
+        "each source, the checkpoint's own split seed; a checkpoint trained on these sources has seen "
+        "their models, so this is not an off-distribution figure)",
+    )
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/geometry.json"))
     ap.add_argument("--print", dest="print_only", action="store_true", help="print the table of --out")
     args = ap.parse_args(argv)
@@ -285,7 +295,20 @@ def main(argv: list[str] | None = None) -> None:
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "variants": {},
     }
-    for name in args.variants:
+    if args.checkpoint is not None:
+        emb = LocusEmbedder.from_checkpoint(args.checkpoint)
+        per: dict[str, Any] = {
+            "checkpoint": str(args.checkpoint),
+            "fingerprint": emb.fingerprint,
+            "sources": {},
+        }
+        for src, phi in loaded:
+            ts = prepare_source(src, phi, split_seed=args.seed)
+            latent = fit_latent(args.baselines, [ts], args.seed) if args.baselines else {}
+            per["sources"][src.name] = evaluate(emb, ts, None, args.ks, args.seed, latent)
+            write_json(args.out, {**doc, "variants": {"checkpoint": {"protocols": {"given": per}}}})
+        doc["variants"]["checkpoint"] = {"protocols": {"given": per}}
+    for name in args.variants if args.checkpoint is None else []:
         doc["variants"][name] = run_variant(name, VARIANTS[name], loaded, args.data, args)
         doc["seconds"] = time.perf_counter() - started
         write_json(args.out, doc)

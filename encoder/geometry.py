@@ -11,6 +11,8 @@ model, as users register them), and distances are compared with answer disagreem
 - `probe_observed` / `probe_embedding` / `probe_combined`: when every model was scored on the same
   `probe` random train questions, the observed disagreement on them, the embedding distance from those
   scores, and the two combined (`combined_distance`);
+- `profile_pearson`: the same for the mean |difference| of the predictor's P(correct) of the two
+  models on the train questions (a distance read through the predictor, no shared questions needed);
 - `nn_agreement`: answer agreement of each model with its nearest neighbour by distance, next to
   `nn_agreement_best`, that of its truly closest model;
 - `same_tpr`: two disjoint K-samples of one model must land closer than samples of distinct models:
@@ -110,6 +112,7 @@ def geometry_report(
     min_shared: int = 20,
     max_fpr: float = 0.01,
     extra_vectors: dict[str, Callable[[list[np.ndarray]], np.ndarray]] | None = None,
+    predict: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
 ) -> dict[str, Any]:
     """All figures of the module doc for one source at one K. labels (M, Q) with NaN = not scored.
 
@@ -145,6 +148,12 @@ def geometry_report(
     }
     out["pearson"], out["spearman"] = correlations(dist[pairs], target)
     out["acc_diff_pearson"], out["acc_diff_spearman"] = correlations(acc_diff[pairs], target)
+    if predict is not None:
+        # behaviour profile: predicted P(correct) on the train questions (never test), compared by the
+        # mean absolute difference, an expected disagreement that needs no shared questions
+        prof = np.asarray(predict(z.astype(np.float32), phi[train_q]), dtype=np.float64).T  # (M, Q)
+        pd = np.abs(prof[:, None, :] - prof[None, :, :]).mean(-1)
+        out["profile_pearson"], out["profile_spearman"] = correlations(pd[pairs], target)
     for name, place in (extra_vectors or {}).items():
         v = pairwise_distances(np.asarray(place(samples), dtype=np.float64))
         out[f"{name}_pearson"], out[f"{name}_spearman"] = correlations(v[pairs], target)
