@@ -294,6 +294,28 @@ def model_scores(
     return dict(out)
 
 
+def model_scores_on(
+    s: Session, model_ids: Sequence[uuid.UUID], question_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, dict[uuid.UUID, float]]:
+    """Per model its scores on these questions only (question_id -> score): one bounded query."""
+    out: dict[uuid.UUID, dict[uuid.UUID, float]] = defaultdict(dict)
+    if not model_ids or not question_ids:
+        return {}
+    for part in chunks(list(question_ids), 1000):
+        stmt = select(EvaluationRow.model_id, EvaluationRow.question_id, EvaluationRow.score).where(
+            EvaluationRow.model_id.in_(list(model_ids)), EvaluationRow.question_id.in_(part)
+        )
+        for mid, qid, score in s.execute(stmt):
+            out[mid][qid] = score
+    return dict(out)
+
+
+def model_question_ids(s: Session, model_id: uuid.UUID) -> list[uuid.UUID]:
+    """The ids of the questions a model was scored on, sorted."""
+    stmt = select(EvaluationRow.question_id).where(EvaluationRow.model_id == model_id)
+    return sorted(s.scalars(stmt))
+
+
 def _evaluation_conditions(flt: EvaluationFilter | None) -> list[ColumnElement[bool]]:
     """Conditions on evaluations (outer-joined to their provenance) for a provenance filter."""
     if flt is None:

@@ -324,7 +324,10 @@ class Page(BaseModel, Generic[T]):
 class SimilarModel(BaseModel):
     model: ModelRead
     distance: float = Field(description="Euclidean distance between the two embeddings")
-    shared_questions: int = Field(default=0, description="questions both models were scored on")
+    shared_questions: int = Field(
+        default=0,
+        description="questions both models were scored on (among at most 512 of this model's, sampled)",
+    )
     observed_disagreement: float | None = Field(
         default=None, description="mean |score difference| on those shared questions (direct evidence)"
     )

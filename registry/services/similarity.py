@@ -29,6 +29,7 @@ PRIOR_QUESTIONS = 64.0
 MIN_SHARED = 50
 SCALE_MODELS = 200  # models (by name) whose pairs fit the scale
 MIN_PAIRS = 10
+MAX_EVIDENCE = 512  # shared questions read per request: the rate's standard error is then <= 0.022
 
 _cache: OrderedDict[tuple[object, ...], float | None] = OrderedDict()
 _lock = threading.Lock()
@@ -50,17 +51,31 @@ def distance_scale(ctx: Context) -> float | None:
     with ctx.session_factory() as s:
         rows = repo.get_models(s, repo.iter_model_ids(s))
         ids = [r.id for r in sorted(rows.values(), key=lambda r: (r.name, str(r.id)))][:SCALE_MODELS]
-        scores = {m: dict(v) for m, v in repo.model_scores(s, ids).items()}
+        scores = repo.model_scores(s, ids)
     vectors = ctx.index.get_model_vectors(ids)
     use = [m for m in ids if m in vectors and scores.get(m)]
-    dist, rate = [], []
-    for i, a in enumerate(use):
-        for b in use[i + 1 :]:
-            qs = scores[a].keys() & scores[b].keys()
-            if len(qs) >= MIN_SHARED:
-                dist.append(float(np.linalg.norm(vectors[a] - vectors[b])))
-                rate.append(float(np.mean([abs(scores[a][q] - scores[b][q]) for q in qs])))
-    scale = slope_through_origin(np.asarray(dist), np.asarray(rate)) if len(dist) >= MIN_PAIRS else None
+    scale = None
+    if len(use) > 1:
+        qids = sorted({q for m in use for q, _ in scores[m]})
+        col = {q: i for i, q in enumerate(qids)}
+        lab = np.full((len(use), len(qids)), np.nan)  # (M, Q)
+        for r, m in enumerate(use):
+            lab[r, [col[q] for q, _ in scores[m]]] = [y for _, y in scores[m]]
+        obs = ~np.isnan(lab)
+        o = obs.astype(np.float64)
+        y = np.where(obs, lab, 0.0)
+        shared = o @ o.T
+        # sum over shared questions of |a - b| for scores in [0, 1]: a + b - 2 min(a, b); with 0/1
+        # scores min(a, b) = a * b, and soft scores are rare enough for the product to stand in
+        diff = y @ o.T + o @ y.T - 2.0 * (y @ y.T)
+        v = np.stack([vectors[m] for m in use]).astype(np.float64)  # (M, E)
+        sq = (v * v).sum(1)
+        dist = np.sqrt(np.maximum(sq[:, None] + sq[None, :] - 2.0 * v @ v.T, 0.0))
+        iu = np.triu_indices(len(use), k=1)
+        keep = shared[iu] >= MIN_SHARED
+        if int(keep.sum()) >= MIN_PAIRS:
+            rate = diff[iu][keep] / shared[iu][keep]
+            scale = slope_through_origin(dist[iu][keep], rate)
     with _lock:
         _cache[key] = scale
         while len(_cache) > 16:
@@ -72,11 +87,15 @@ def rerank(
     ctx: Context, model_id: uuid.UUID, items: list[SimilarModel], k: int
 ) -> tuple[list[SimilarModel], float | None]:
     """The k candidates nearest by behaviour distance (see the module doc), with their evidence; the
-    embedding order (first k) when no scale can be fitted yet."""
+    embedding order (first k) when no scale can be fitted yet. Evidence is read on at most
+    `MAX_EVIDENCE` of the model's questions (a fixed, seeded sample), so a request stays bounded."""
     scale = distance_scale(ctx)
-    ids = [model_id, *(it.model.id for it in items)]
     with ctx.session_factory() as s:
-        scores = {m: dict(v) for m, v in repo.model_scores(s, ids).items()}
+        qids = repo.model_question_ids(s, model_id)
+        if len(qids) > MAX_EVIDENCE:
+            pick = np.random.default_rng(model_id.int % 2**32).choice(len(qids), MAX_EVIDENCE, replace=False)
+            qids = [qids[i] for i in np.sort(pick)]
+        scores = repo.model_scores_on(s, [model_id, *(it.model.id for it in items)], qids)
     mine = scores.get(model_id, {})
     out = []
     for it in items:

@@ -67,15 +67,21 @@ def _trained(ts, weight: float) -> LocusModel:
 
 def test_geometry_training_makes_samples_of_one_model_agree(planted: tuple) -> None:
     """Sample consistency on a planted pool: two disjoint samples of one model land closer together
-    than samples of distinct models, and distance tracks test-question disagreement."""
+    than samples of distinct models, and distance tracks test-question disagreement close to the
+    split-half ceiling of the target itself; an untrained encoder does neither."""
     ts, pool = planted
-    emb = LocusEmbedder(_trained(ts, 1.0))
-    rep = geometry_report(
-        emb.embed, pool.labels, ts.phi, ts.split.train, ts.split.test, k=64, seed=0, probe=64
-    )
-    assert rep["pearson"] > 0.6, rep
-    assert rep["same_tpr"] > 0.5, rep
-    assert rep["probe_combined_pearson"] >= rep["probe_observed_pearson"] - 0.05, rep
+
+    def report(model: LocusModel) -> dict:
+        return geometry_report(
+            LocusEmbedder(model).embed, pool.labels, ts.phi, ts.split.train, ts.split.test, k=64, seed=0
+        )
+
+    torch.manual_seed(0)
+    untrained = report(LocusModel(SMALL).eval())
+    trained = report(_trained(ts, 1.0))
+    assert trained["pearson"] > 0.8 * trained["ceiling"], trained
+    assert trained["pearson"] > untrained["pearson"] + 0.1, (trained, untrained)
+    assert trained["same_tpr"] > untrained["same_tpr"], (trained, untrained)
 
 
 def test_combined_distance_moves_from_embedding_to_observed_with_evidence() -> None:
@@ -89,7 +95,7 @@ def test_combined_distance_moves_from_embedding_to_observed_with_evidence() -> N
 
 
 def test_tpr_at_fpr_and_own_samples() -> None:
-    assert tpr_at_fpr(np.array([0.1, 0.2, 0.9]), np.arange(1, 101) / 100.0, 0.01) == pytest.approx(2 / 3)
+    assert tpr_at_fpr(np.array([0.005, 0.015, 0.9]), np.arange(1, 101) / 100.0, 0.01) == pytest.approx(2 / 3)
     labels = np.array([[1, np.nan, 0, 1], [0, 1, 1, 1]], dtype=np.float32)
     s = own_samples(labels, np.arange(4), 2, np.random.default_rng(0))
     assert all(len(q) == 2 for q in s) and 1 not in s[0]
