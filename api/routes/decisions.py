@@ -79,7 +79,7 @@ def get_duplicates(
     thresholds: ThresholdsDep,
     _: ReadAuth,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
-    min_shared: Annotated[int, Query(ge=1, le=100_000)] = 32,
+    min_shared: Annotated[int, Query(ge=1, le=100_000)] = 1,
 ) -> DuplicatesRead:
     """Registered model pairs judged `same`: on their shared questions where enough are shared."""
     return service.duplicates(container, thresholds, limit=limit, min_shared=min_shared)

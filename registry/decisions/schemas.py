@@ -169,11 +169,12 @@ class FingerprintRequest(Strict):
     evaluations: list[EvaluationIn] = Field(min_length=1)
     k: int = Field(default=5, ge=1, le=100)
     min_shared: int = Field(
-        default=32,
+        default=1,
         ge=1,
         le=100_000,
-        description="fewest shared questions for a matched-question comparison; below it the verdict "
-        "uses the global distance",
+        description="fewest shared questions for a verdict on the shared scores (a statistical test that "
+        "stays honest on few questions: it answers `undetermined`); below it the verdict uses the embedding "
+        "distance, which never says `same` on its own",
     )
 
 

@@ -25,7 +25,7 @@ def duplicates(
     thresholds: ThresholdProvider,
     *,
     limit: int = 1000,
-    min_shared: int = 32,
+    min_shared: int = 1,
     neighbours: int = 3,
     max_shared: int = 512,
 ) -> DuplicatesRead:

@@ -62,8 +62,8 @@ def judge(
     n_evaluations: int | None = None,
     cap: float | None = None,
 ) -> Judgement:
-    """Verdict on the shared-question scores when there are enough of them (`evidence`), else on the
-    embedding distance, whose `same` needs at least the sample size it was calibrated at."""
+    """Verdict on the shared-question scores when there are any (`evidence`: the test is honest at every
+    sample size), else on the embedding distance, which never says `same` on its own."""
     if evidence is not None and tolerance is not None:
         v = evidence_verdict(evidence, tolerance, cap)
         same = tolerance.same if cap is None else min(tolerance.same, cap)
@@ -78,12 +78,19 @@ def judge(
         return Judgement(distance, matched_distance, shared, None, "global", why="no calibration yet")
     verdict: Verdict = global_th.verdict(distance)
     why = (
-        f"embedding distance {distance:.3f} (same below {global_th.same:.3f}, related below "
+        f"embedding distance {distance:.3f} (same-model range below {global_th.same:.3f}, related below "
         f"{global_th.related:.3f}, calibrated on disjoint samples of {global_th.n_evaluations})"
     )
-    if verdict == "same" and (n_evaluations or 0) < global_th.n_evaluations:
+    if verdict == "same":
+        # From different questions, samples of one model and of distinct models overlap (the geometry
+        # benchmark's same-model TPR at 1% FPR): the embedding alone cannot bound a false `same`.
         verdict = "undetermined"
-        why += f"; {n_evaluations} evaluations are fewer than the calibrated {global_th.n_evaluations}"
+        why += (
+            "; within the same-model range, but an embedding of different questions cannot bound a false "
+            "`same`: score the probe questions to decide"
+        )
+        if n_evaluations is not None and n_evaluations < global_th.n_evaluations:
+            why += f" ({n_evaluations} evaluations are fewer than the calibrated {global_th.n_evaluations})"
     return Judgement(distance, matched_distance, shared, verdict, "global", why=why)
 
 
