@@ -331,11 +331,16 @@ class SimilarModel(BaseModel):
     observed_disagreement: float | None = Field(
         default=None, description="mean |score difference| on those shared questions (direct evidence)"
     )
+    profile_distance: float | None = Field(
+        default=None,
+        description="mean |difference| of the two models' predicted P(correct) on reference questions "
+        "(the model's own): an expected disagreement rate that needs no shared questions",
+    )
     behaviour_distance: float | None = Field(
         default=None,
-        description="estimated answer-disagreement rate, combining the embedding distance (as a rate, "
-        "worth `prior_questions` questions) with the observed disagreement on shared questions, weighted "
-        "by their number; results are ranked by it when present",
+        description="estimated answer-disagreement rate: profile_distance (worth `prior_questions` "
+        "questions) and the observed disagreement on shared questions, weighted by their number; results "
+        "are ranked by it",
     )
 
 
@@ -347,8 +352,8 @@ class SimilarRead(BaseModel):
         default="embedding",
         description="`behaviour`: re-ranked by behaviour_distance (candidates retrieved by vector search)",
     )
-    distance_scale: float | None = Field(
-        default=None, description="embedding distance per unit of disagreement, fitted on registered pairs"
+    reference_questions: int | None = Field(
+        default=None, description="questions the predicted profiles were compared on"
     )
     prior_questions: float | None = None
 

@@ -233,8 +233,9 @@ def similar_models(
 ) -> SimilarRead:
     """The k models nearest to this one (itself excluded) that satisfy the filter.
 
-    `behaviour` (default): the max(3k, 30) nearest by vector search, re-ranked by behaviour distance,
-    which adds the observed disagreement on shared questions (`registry.services.similarity`).
+    `behaviour` (default): the max(3k, 30) nearest by vector search, re-ranked by behaviour distance:
+    predicted-profile distance and the observed disagreement on shared questions
+    (`registry.services.similarity`).
     """
     if k < 1:
         raise InvalidInput(f"k must be at least 1, got {k}")
@@ -253,14 +254,14 @@ def similar_models(
         items = nearest_to_vector(ctx, vec, k, flt2)
         return SimilarRead(model_id=model_id, fingerprint=ctx.embedder.fingerprint, items=items)
     candidates = nearest_to_vector(ctx, vec, max(3 * k, 30), flt2)
-    items, scale = similarity.rerank(ctx, model_id, candidates, k)
+    items, n_ref = similarity.rerank(ctx, model_id, candidates, k)
     return SimilarRead(
         model_id=model_id,
         fingerprint=ctx.embedder.fingerprint,
         items=items,
-        ranked_by="behaviour" if scale is not None else "embedding",
-        distance_scale=scale,
-        prior_questions=similarity.PRIOR_QUESTIONS if scale is not None else None,
+        ranked_by="behaviour",
+        reference_questions=n_ref,
+        prior_questions=similarity.PRIOR_QUESTIONS,
     )
 
 

@@ -1,120 +1,87 @@
-"""Behaviour distance for `similar`: vector-search candidates re-ranked with the direct evidence held.
+"""Behaviour distance for `similar`: vector-search candidates re-ranked with the evidence the registry holds.
 
-The registry holds raw scores as well as embeddings. Where two models were scored on the same
-questions (the probe set makes that the normal case), their observed disagreement on them is direct
-evidence of how differently they behave; the embedding distance is an estimate that needs no shared
-questions. `behaviour_distance` combines both as one disagreement rate:
+Two estimates of how differently two models answer, both as a disagreement rate:
 
-    (prior * distance / scale + shared * observed) / (prior + shared)
+- `profile`: the predictor's P(correct) of each model on reference questions (up to `REFERENCE` of the
+  model's own questions, a fixed sample), compared by the mean absolute difference. It needs no shared
+  questions and tracks test-question disagreement better than the raw embedding distance (geometry
+  benchmark, shipped checkpoint, K=128: lart 0.92 vs 0.78, alpaca_eval_v2 0.98 vs 0.91, zeroeval
+  0.80 vs 0.75);
+- `observed`: where both were scored on the same questions (the probe set makes that the normal case),
+  their disagreement on them: direct evidence.
 
-where `scale` (embedding distance per unit of disagreement) is fitted, through the origin, on pairs
-of registered models that share at least `MIN_SHARED` questions, and `prior` is how many shared
-questions the embedding counts as (`PRIOR_QUESTIONS`, chosen with `benchmarks.geometry`). With
-nothing shared it is the embedding's estimate; with many shared questions, the observation.
+    behaviour_distance = (PRIOR * profile + shared * observed) / (PRIOR + shared)
+
+With nothing shared it is the profile; with a 128-question probe set it is essentially the
+observation (PRIOR = 4 keeps the Pearson of the combination at that of the observation: 0.973 and
+0.988 on lart and alpaca_eval_v2, where 64 lost 0.01-0.03). Evidence is read on at most
+`MAX_EVIDENCE` of the model's questions, so a request stays bounded.
 """
 
 from __future__ import annotations
 
-import threading
 import uuid
-from collections import OrderedDict
 
 import numpy as np
 
 from registry import repositories as repo
 from registry.schemas import SimilarModel
+from registry.services.common import question_phi
 from registry.services.context import Context
 
-PRIOR_QUESTIONS = 64.0
-MIN_SHARED = 50
-SCALE_MODELS = 200  # models (by name) whose pairs fit the scale
-MIN_PAIRS = 10
+PRIOR_QUESTIONS = 4.0
+REFERENCE = 128  # reference questions for the predicted profiles
 MAX_EVIDENCE = 512  # shared questions read per request: the rate's standard error is then <= 0.022
 
-_cache: OrderedDict[tuple[object, ...], float | None] = OrderedDict()
-_lock = threading.Lock()
 
-
-def slope_through_origin(distance: np.ndarray, rate: np.ndarray) -> float | None:
-    """Least-squares `scale` in distance ~ scale * rate; None without spread in the rates."""
-    den = float((rate * rate).sum())
-    return float((distance * rate).sum() / den) if den > 0 else None
-
-
-def distance_scale(ctx: Context) -> float | None:
-    """Embedding distance per unit of disagreement for the loaded encoder, fitted on registered pairs
-    (cached per encoder and number of models; deterministic, so every worker finds the same)."""
-    key = (id(ctx.session_factory), ctx.embedder.fingerprint, ctx.index.count_models())
-    with _lock:
-        if key in _cache:
-            return _cache[key]
-    with ctx.session_factory() as s:
-        rows = repo.get_models(s, repo.iter_model_ids(s))
-        ids = [r.id for r in sorted(rows.values(), key=lambda r: (r.name, str(r.id)))][:SCALE_MODELS]
-        scores = repo.model_scores(s, ids)
-    vectors = ctx.index.get_model_vectors(ids)
-    use = [m for m in ids if m in vectors and scores.get(m)]
-    scale = None
-    if len(use) > 1:
-        qids = sorted({q for m in use for q, _ in scores[m]})
-        col = {q: i for i, q in enumerate(qids)}
-        lab = np.full((len(use), len(qids)), np.nan)  # (M, Q)
-        for r, m in enumerate(use):
-            lab[r, [col[q] for q, _ in scores[m]]] = [y for _, y in scores[m]]
-        obs = ~np.isnan(lab)
-        o = obs.astype(np.float64)
-        y = np.where(obs, lab, 0.0)
-        shared = o @ o.T
-        # sum over shared questions of |a - b| for scores in [0, 1]: a + b - 2 min(a, b); with 0/1
-        # scores min(a, b) = a * b, and soft scores are rare enough for the product to stand in
-        diff = y @ o.T + o @ y.T - 2.0 * (y @ y.T)
-        v = np.stack([vectors[m] for m in use]).astype(np.float64)  # (M, E)
-        sq = (v * v).sum(1)
-        dist = np.sqrt(np.maximum(sq[:, None] + sq[None, :] - 2.0 * v @ v.T, 0.0))
-        iu = np.triu_indices(len(use), k=1)
-        keep = shared[iu] >= MIN_SHARED
-        if int(keep.sum()) >= MIN_PAIRS:
-            rate = diff[iu][keep] / shared[iu][keep]
-            scale = slope_through_origin(dist[iu][keep], rate)
-    with _lock:
-        _cache[key] = scale
-        while len(_cache) > 16:
-            _cache.popitem(last=False)
-    return scale
+def _sample(ids: list[uuid.UUID], n: int, seed: int) -> list[uuid.UUID]:
+    if len(ids) <= n:
+        return ids
+    pick = np.random.default_rng(seed).choice(len(ids), n, replace=False)
+    return [ids[i] for i in np.sort(pick)]
 
 
 def rerank(
     ctx: Context, model_id: uuid.UUID, items: list[SimilarModel], k: int
-) -> tuple[list[SimilarModel], float | None]:
-    """The k candidates nearest by behaviour distance (see the module doc), with their evidence; the
-    embedding order (first k) when no scale can be fitted yet. Evidence is read on at most
-    `MAX_EVIDENCE` of the model's questions (a fixed, seeded sample), so a request stays bounded."""
-    scale = distance_scale(ctx)
+) -> tuple[list[SimilarModel], int]:
+    """The k candidates nearest by behaviour distance (see the module doc), with their evidence, and
+    the number of reference questions the profiles were compared on."""
+    seed = model_id.int % 2**32
     with ctx.session_factory() as s:
-        qids = repo.model_question_ids(s, model_id)
-        if len(qids) > MAX_EVIDENCE:
-            pick = np.random.default_rng(model_id.int % 2**32).choice(len(qids), MAX_EVIDENCE, replace=False)
-            qids = [qids[i] for i in np.sort(pick)]
+        qids = _sample(repo.model_question_ids(s, model_id), MAX_EVIDENCE, seed)
         scores = repo.model_scores_on(s, [model_id, *(it.model.id for it in items)], qids)
+        ref = _sample(qids, REFERENCE, seed + 1)
+        phi, _ = question_phi(ctx, s, ref)
+    ids = [model_id, *(it.model.id for it in items)]
+    vectors = ctx.index.get_model_vectors(ids)
+    profile: dict[uuid.UUID, float] = {}
+    if ref and model_id in vectors:
+        have = [m for m in ids if m in vectors]
+        z = np.stack([vectors[m] for m in have]).astype(np.float32)  # (M, E)
+        p = ctx.embedder.predict(z, np.stack([phi[q] for q in ref]).astype(np.float32))  # (Q, M)
+        diff = np.abs(p - p[:, [0]]).mean(axis=0)  # (M,): row 0 is the model itself
+        profile = {m: float(d) for m, d in zip(have, diff, strict=True)}
     mine = scores.get(model_id, {})
     out = []
     for it in items:
         theirs = scores.get(it.model.id, {})
         qs = mine.keys() & theirs.keys()
         observed = float(np.mean([abs(mine[q] - theirs[q]) for q in qs])) if qs else None
+        prof = profile.get(it.model.id)
         combined = None
-        if scale is not None and scale > 0:
+        if prof is not None or observed is not None:
+            w = PRIOR_QUESTIONS if prof is not None else 0.0
             n = len(qs)
-            combined = (PRIOR_QUESTIONS * it.distance / scale + n * (observed or 0.0)) / (PRIOR_QUESTIONS + n)
+            combined = (w * (prof or 0.0) + n * (observed or 0.0)) / (w + n)
         out.append(
             it.model_copy(
                 update={
                     "shared_questions": len(qs),
                     "observed_disagreement": observed,
+                    "profile_distance": prof,
                     "behaviour_distance": combined,
                 }
             )
         )
-    if scale is not None and scale > 0:
-        out.sort(key=lambda it: (it.behaviour_distance, it.distance))
-    return out[:k], scale
+    out.sort(key=lambda it: (np.inf if it.behaviour_distance is None else it.behaviour_distance, it.distance))
+    return out[:k], len(ref)

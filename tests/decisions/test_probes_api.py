@@ -85,9 +85,10 @@ def test_similar_reports_shared_question_evidence(
     r = client.get(f"/v1/models/{registered['target']}/similar", params={"k": 3}, headers=reader)
     assert r.status_code == 200, r.text
     body = r.json()
-    assert body["ranked_by"] == "behaviour" and body["distance_scale"] > 0
+    assert body["ranked_by"] == "behaviour" and body["reference_questions"] == N_Q
     items = body["items"]
     assert all(it["shared_questions"] == N_Q for it in items)
+    assert all(0.0 <= it["profile_distance"] <= 1.0 for it in items)
     beh = [it["behaviour_distance"] for it in items]
     assert beh == sorted(beh)
     # the complement disagrees everywhere: never ranked before an independent model
