@@ -79,7 +79,12 @@ def test_model_lifecycle(client: TestClient, writer: dict[str, str], reader: dic
 
     sim = client.get(f"/v1/models/{a['id']}/similar", params={"k": 5}, headers=reader).json()
     assert {s["model"]["name"] for s in sim["items"]} == {"beta", "gamma"}
-    dists = [s["distance"] for s in sim["items"]]
+    beh = [s["behaviour_distance"] for s in sim["items"]]  # ranked by behaviour (profile + shared scores)
+    assert beh == sorted(beh) and all(s["distance"] > 0 for s in sim["items"])
+    emb = client.get(
+        f"/v1/models/{a['id']}/similar", params={"k": 5, "rank_by": "embedding"}, headers=reader
+    ).json()
+    dists = [s["distance"] for s in emb["items"]]
     assert dists == sorted(dists) and all(d > 0 for d in dists)
     only_other = client.get(f"/v1/models/{a['id']}/similar", params={"provider": "other"}, headers=reader)
     assert [s["model"]["id"] for s in only_other.json()["items"]] == [c["id"]]
