@@ -139,6 +139,19 @@ def count_models(s: Session) -> int:
     return s.scalar(select(func.count()).select_from(ModelRow)) or 0
 
 
+def registry_version(s: Session) -> tuple[int, int, str]:
+    """Changes on every write that changes scores: (models, sum of embedded evaluation counts, latest
+    embedding time). Caches of data-derived results key on it, so every process sees the same state."""
+    n, total, last = s.execute(
+        select(
+            func.count(EmbeddingStateRow.model_id),
+            func.coalesce(func.sum(EmbeddingStateRow.n_evaluations), 0),
+            func.max(EmbeddingStateRow.updated_at),
+        )
+    ).one()
+    return count_models(s) * 1_000_003 + int(n), int(total), str(last)
+
+
 def delete_model(s: Session, row: ModelRow) -> None:
     s.delete(row)
     s.flush()

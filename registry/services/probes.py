@@ -40,7 +40,7 @@ def probe_set(ctx: Context, n: int = 128, *, min_coverage: float = 0.5) -> Probe
     if not 1 <= n <= 10_000:
         raise InvalidInput(f"n must be between 1 and 10000, got {n}")
     with ctx.session_factory() as s:
-        state = (id(ctx.session_factory), repo.count_models(s), repo.count_questions(s), n, min_coverage)
+        state = (id(ctx.session_factory), repo.registry_version(s), repo.count_questions(s), n, min_coverage)
         with _cache_lock:
             if state in _cache:
                 _cache.move_to_end(state)

@@ -101,3 +101,21 @@ def test_similar_reports_shared_question_evidence(
 
 
 _ = QUESTIONS
+
+
+def test_tolerance_follows_new_scores_when_the_model_count_does_not_change(
+    client: TestClient, reader: dict[str, str], writer: dict[str, str], registered: dict[str, str]
+) -> None:
+    """Caches of data-derived thresholds key on the scores, not the model count: every process agrees."""
+    probe = {"evaluations": evals(PATTERNS["target"]), "k": 2}
+    before = client.post("/v1/fingerprint", json=probe, headers=reader).json()["tolerance"]
+    new = [
+        {"question": f"extra{i}", "text": f"Extra question {i}?", "score": float(i % 2)} for i in range(200)
+    ]
+    for name in ("target", "other-0"):  # two models now agree on 200 more questions
+        r = client.post(
+            f"/v1/models/{registered[name]}/evaluations", json={"evaluations": new}, headers=writer
+        )
+        assert r.status_code == 200, r.text
+    after = client.post("/v1/fingerprint", json=probe, headers=reader).json()["tolerance"]
+    assert after["distinct_floor"] < before["distinct_floor"]

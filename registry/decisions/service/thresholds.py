@@ -39,8 +39,8 @@ class ThresholdProvider:
 
     First choice: `calibration.json` beside the checkpoint, if it was made for this encoder's
     fingerprint (matched thresholds under its `matched` key). Otherwise each kind is calibrated from
-    the registry's own evaluations (see `registry.decisions.fingerprint`), cached until the number of
-    embedded models changes.
+    the registry's own evaluations (see `registry.decisions.fingerprint`), cached until the scores
+    change (`repositories.registry_version`), so every worker process answers alike.
     """
 
     def __init__(
@@ -56,13 +56,18 @@ class ThresholdProvider:
         self.alpha = alpha
         self.max_fpr = max_fpr
         self._lock = threading.Lock()
-        self._cached: tuple[tuple[str, int], FingerprintThresholds, str] | None = None
-        self._cached_matched: tuple[tuple[str, int], FingerprintThresholds | None] | None = None
-        self._cached_tolerance: tuple[int, Tolerance, dict[uuid.UUID, float]] | None = None
+        self._cached: tuple[tuple[str, object], FingerprintThresholds, str] | None = None
+        self._cached_matched: tuple[tuple[str, object], FingerprintThresholds | None] | None = None
+        self._cached_tolerance: tuple[object, Tolerance, dict[uuid.UUID, float]] | None = None
+
+    @staticmethod
+    def _version(ctx: Context) -> object:
+        with ctx.session_factory() as s:
+            return repo.registry_version(s)
 
     def get_tolerance(self, ctx: Context) -> Tolerance:
         """Disagreement thresholds for verdicts on shared-question scores (`registry.decisions.evidence`),
-        read from the registered models' own disagreements; cached until the number of models changes.
+        read from the registered models' own disagreements; cached until the scores change.
         Deterministic for the same data, so every worker process answers alike."""
         return self._tolerance(ctx)[1]
 
@@ -71,8 +76,8 @@ class ThresholdProvider:
         (None when it was not among the models read, or shares too few questions with any)."""
         return self._tolerance(ctx)[2].get(model_id)
 
-    def _tolerance(self, ctx: Context) -> tuple[int, Tolerance, dict[uuid.UUID, float]]:
-        key = ctx.index.count_models()
+    def _tolerance(self, ctx: Context) -> tuple[object, Tolerance, dict[uuid.UUID, float]]:
+        key = self._version(ctx)  # any write that changes scores invalidates it, in every process
         with self._lock:
             if self._cached_tolerance is None or self._cached_tolerance[0] != key:
                 self._cached_tolerance = (key, *self._tolerance_from_registry(ctx))
@@ -122,7 +127,7 @@ class ThresholdProvider:
         got = self._from_file(fp)
         if got is not None:
             return got[0], str(self.calibration_file)
-        key = (fp, ctx.index.count_models())
+        key = (fp, self._version(ctx))
         with self._lock:
             if self._cached is not None and self._cached[0] == key:
                 return self._cached[1], self._cached[2]
@@ -138,7 +143,7 @@ class ThresholdProvider:
         got = self._from_file(fp)
         if got is not None and got[1] is not None:
             return got[1], f"{self.calibration_file} ({MATCHED_KEY})"
-        key = (fp, ctx.index.count_models())
+        key = (fp, self._version(ctx))
         with self._lock:
             if self._cached_matched is None or self._cached_matched[0] != key:
                 self._cached_matched = (key, calibrate_matched_from_registry(ctx))
