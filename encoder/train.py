@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 
 from encoder.data import EvalSource, QuestionSplit, holdout_models, split_questions
 from encoder.inference import pad_sets
-from encoder.metrics import routing_hit_at_k
+from encoder.metrics import disagreement_matrix, routing_hit_at_k
 from encoder.model import LocusModel
 
 log = logging.getLogger(__name__)
@@ -294,15 +294,8 @@ class _Sampler:
 def train_disagreement(labels: np.ndarray, train_q: np.ndarray, min_shared: int) -> np.ndarray:
     """(M, M) answer-disagreement rate of every model pair on train questions both answered; NaN when
     they share fewer than `min_shared`. Scores are read as correct at >= 0.5."""
-    lab = labels[:, train_q]
-    obs = ~np.isnan(lab)
-    right = (np.nan_to_num(lab) >= 0.5) & obs
-    wrong = obs & ~right
-    o, r, w = obs.astype(np.float64), right.astype(np.float64), wrong.astype(np.float64)
-    shared = o @ o.T
-    agree = r @ r.T + w @ w.T
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(shared >= min_shared, 1.0 - agree / np.maximum(shared, 1.0), np.nan)
+    rate, shared = disagreement_matrix(labels[:, train_q].T)
+    return np.where(shared >= min_shared, rate, np.nan)
 
 
 def geometry_loss(z: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
