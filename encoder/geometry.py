@@ -213,4 +213,14 @@ def geometry_report(
             np.abs(labels[:, pq].mean(1)[:, None] - labels[:, pq].mean(1)[None, :])[pairs], target
         )[0]
         out["probe_scale"] = s
+        for n0 in (4.0, 16.0, 64.0):
+            c = combined_distance(dp, obs_rate, obs_shared.astype(np.float64), scale=s, prior=n0)
+            out[f"probe_combined_pearson_prior{int(n0)}"] = correlations(c[pairs], target)[0]
+        if predict is not None:
+            prof = np.asarray(predict(zp.astype(np.float32), phi[train_q]), dtype=np.float64).T  # (M, Q)
+            pdist = np.abs(prof[:, None, :] - prof[None, :, :]).mean(-1)
+            out["probe_profile_pearson"] = correlations(pdist[pairs], target)[0]
+            for n0 in (4.0, 16.0, 64.0):
+                c = combined_distance(pdist, obs_rate, obs_shared.astype(np.float64), scale=1.0, prior=n0)
+                out[f"probe_profile_combined_pearson_prior{int(n0)}"] = correlations(c[pairs], target)[0]
     return out
