@@ -187,3 +187,19 @@ def new_question(key: str, text: str, category: str | None, benchmark: str | Non
     return QuestionRow(
         id=uuid.uuid4(), key=key, text=text, category=category, benchmark=benchmark, created_at=utcnow()
     )
+
+
+def score_matrix(
+    models: Sequence[uuid.UUID],
+    scores: dict[uuid.UUID, list[tuple[uuid.UUID, float]]],
+    questions: Sequence[uuid.UUID],
+) -> np.ndarray:
+    """(M, Q) float32 scores of these models on these questions (in the given orders), NaN where a
+    model was not scored: the dense form the decision algorithms read."""
+    col = {q: i for i, q in enumerate(questions)}
+    out = np.full((len(models), len(questions)), np.nan, dtype=np.float32)  # (M, Q)
+    for r, m in enumerate(models):
+        pairs = [(col[q], y) for q, y in scores.get(m, []) if q in col]
+        if pairs:
+            out[r, [c for c, _ in pairs]] = [y for _, y in pairs]
+    return out

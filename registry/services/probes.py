@@ -25,6 +25,7 @@ import numpy as np
 from registry import repositories as repo
 from registry.errors import InvalidInput
 from registry.schemas import ProbeQuestionRead, ProbeSetRead
+from registry.services.common import score_matrix
 from registry.services.context import Context
 from registry.tables import QuestionRow
 
@@ -68,10 +69,7 @@ def choose(
 ) -> ProbeSetRead:
     """Pure part of `probe_set`: rank and pick questions from a (model -> [(question, score)]) map."""
     qids = sorted(questions, key=lambda q: questions[q].key)
-    col = {q: i for i, q in enumerate(qids)}
-    y = np.full((len(use), len(qids)), np.nan)  # (M, Q)
-    for r, m in enumerate(use):
-        y[r, [col[q] for q, _ in scores[m]]] = [v for _, v in scores[m]]
+    y = score_matrix(use, scores, qids).astype(np.float64)  # (M, Q)
     obs = ~np.isnan(y)
     count = obs.sum(axis=0)
     eligible = count >= max(2, int(np.ceil(min_coverage * len(use))))

@@ -81,7 +81,7 @@ def duplicates(
             )
             matched_keys.append((i, j))
     md = dict(zip(matched_keys, matched_distances(pairs, ctx.embedder.embed), strict=True))
-    tol = thresholds.get_tolerance(ctx)
+    tol, _ = thresholds.get_tolerance(ctx)
     evidence = {
         k: shared_evidence(a[1], b[1], tol.alpha) for k, (a, b) in zip(matched_keys, pairs, strict=True)
     }

@@ -153,7 +153,7 @@ def fingerprint(ctx: Context, req: FingerprintRequest, thresholds: ThresholdProv
     hits = [h for h in hits if h.id in rows]
     got = thresholds.get(ctx)
     got_m = thresholds.get_matched(ctx)
-    tol = thresholds.get_tolerance(ctx)
+    tol, nearest = thresholds.get_tolerance(ctx)  # one read per request, not one per candidate
     with ctx.session_factory() as s:
         keys = repo.question_ids_by_keys(s, [e.question for e in req.evaluations])
         mine = {keys[e.question]: float(e.score) for e in req.evaluations if e.question in keys}
@@ -200,7 +200,7 @@ def fingerprint(ctx: Context, req: FingerprintRequest, thresholds: ThresholdProv
                 evidence.get(h.id),
                 tol,
                 len(req.evaluations),
-                candidate_cap(thresholds.nearest_disagreement(ctx, h.id)),
+                candidate_cap(nearest.get(h.id)),
             ),
         )
         for h in hits
@@ -215,7 +215,7 @@ def fingerprint(ctx: Context, req: FingerprintRequest, thresholds: ThresholdProv
         thresholds=None if got is None else thresholds_read(*got),
         matched_thresholds=None if got_m is None else thresholds_read(*got_m),
         tolerance=tolerance_read(tol),
-        decision=decide(ctx, judged, rows, theirs, mine, tol, thresholds),
+        decision=decide(ctx, judged, rows, theirs, mine, tol, nearest),
         matches=[
             FingerprintMatch(
                 model=brief(rows[m]),
@@ -250,7 +250,7 @@ def decide(
     theirs: dict[uuid.UUID, dict[uuid.UUID, float]],
     mine: dict[uuid.UUID, float],
     tol: Tolerance,
-    thresholds: ThresholdProvider,
+    nearest: dict[uuid.UUID, float],
 ) -> DecisionRead:
     """The overall answer: the best-ranked candidate's verdict, and for anything short of a decided
     `same` or `different`, how many and which probe questions would settle it."""
@@ -262,7 +262,7 @@ def decide(
         # a candidate that might still be the same model outranks a confident "related"
         best, j = next((m, jj) for m, jj in judged if jj.verdict == "undetermined")
         verdict = "undetermined"
-    cap = candidate_cap(thresholds.nearest_disagreement(ctx, best))
+    cap = candidate_cap(nearest.get(best))
     needed = questions_needed(j.evidence.rate, tol, cap) if j.evidence is not None else None
     probes: list[str] = []
     if verdict == "undetermined":

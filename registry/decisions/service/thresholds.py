@@ -26,7 +26,7 @@ from registry.decisions.fingerprint import (
     load_calibration,
 )
 from registry.decisions.schemas import ThresholdsRead, ToleranceRead
-from registry.services.common import question_phi
+from registry.services.common import question_phi, score_matrix
 from registry.services.context import Context
 
 log = logging.getLogger(__name__)
@@ -65,16 +65,13 @@ class ThresholdProvider:
         with ctx.session_factory() as s:
             return repo.registry_version(s)
 
-    def get_tolerance(self, ctx: Context) -> Tolerance:
+    def get_tolerance(self, ctx: Context) -> tuple[Tolerance, dict[uuid.UUID, float]]:
         """Disagreement thresholds for verdicts on shared-question scores (`registry.decisions.evidence`),
-        read from the registered models' own disagreements; cached until the scores change.
-        Deterministic for the same data, so every worker process answers alike."""
-        return self._tolerance(ctx)[1]
-
-    def nearest_disagreement(self, ctx: Context, model_id: uuid.UUID) -> float | None:
-        """A registered model's smallest disagreement with another registered model on shared questions
-        (None when it was not among the models read, or shares too few questions with any)."""
-        return self._tolerance(ctx)[2].get(model_id)
+        read from the registered models' own disagreements, and each registered model's smallest
+        disagreement with another one (absent: not among the models read, or too few shared questions).
+        Cached until the scores change; deterministic for the same data, so every worker answers alike."""
+        _, tol, nearest = self._tolerance(ctx)
+        return tol, nearest
 
     def _tolerance(self, ctx: Context) -> tuple[object, Tolerance, dict[uuid.UUID, float]]:
         key = self._version(ctx)  # any write that changes scores invalidates it, in every process
@@ -90,11 +87,7 @@ class ThresholdProvider:
             ids = calibration_models(s, max_models)
             scores = repo.model_scores(s, ids)
         use = [m for m in ids if scores.get(m)]
-        qids = sorted({q for m in use for q, _ in scores[m]})
-        col = {q: i for i, q in enumerate(qids)}
-        labels = np.full((len(use), len(qids)), np.nan, dtype=np.float32)  # (M, Q)
-        for r, m in enumerate(use):
-            labels[r, [col[q] for q, _ in scores[m]]] = [y for _, y in scores[m]]
+        labels = score_matrix(use, scores, sorted({q for m in use for q, _ in scores[m]}))
         tol = tolerance_from_pairs(
             distinct_disagreements(labels) if len(use) > 1 else np.zeros(0),
             max_same=self.max_same,
@@ -215,10 +208,7 @@ def calibrate_matched_from_registry(
         qids = sorted({q for m in use for q, _ in scores[m]})
         keys = {q: r.key for q, r in repo.get_questions(s, qids).items()}
         qids.sort(key=lambda q: keys.get(q, ""))  # sampling order independent of random UUIDs
-        col = {q: i for i, q in enumerate(qids)}
-        labels = np.full((len(use), len(qids)), np.nan, dtype=np.float32)  # (M, Q)
-        for r, m in enumerate(use):
-            labels[r, [col[q] for q, _ in scores[m]]] = [y for _, y in scores[m]]
+        labels = score_matrix(use, scores, qids)
         obs = (~np.isnan(labels)).astype(np.int32)
         shared = (obs @ obs.T)[np.triu_indices(len(use), k=1)]
         n_eff = int(min(n, np.median(shared)))
