@@ -13,7 +13,7 @@ import json
 import math
 import re
 import unicodedata
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -291,3 +291,16 @@ class BatchBuilder:
             scores=np.asarray(self._y, dtype=np.float32),
             source_idx=np.asarray(self._s, dtype=np.int64),
         )
+
+
+def read_each(
+    tool: str,
+    found: Iterable[Path],
+    read_one: Callable[[Path, ImportOptions, BatchBuilder], None],
+    options: ImportOptions,
+) -> ImportBatch:
+    """One batch from every file or run folder a format found, each read by its `read_one`."""
+    builder = BatchBuilder(options.name or tool)
+    for item in found:
+        read_one(item, options, builder)
+    return builder.build()

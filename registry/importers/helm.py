@@ -25,6 +25,7 @@ from registry.importers.base import (
     QuestionSpec,
     as_score,
     question_key,
+    read_each,
     read_json,
     sha256_files,
 )
@@ -48,10 +49,7 @@ def find_runs(path: Path) -> list[Path]:
 
 def read(path: Path, options: ImportOptions) -> ImportBatch:
     """Read one HELM run folder, or every run folder under `path`."""
-    builder = BatchBuilder(options.name or TOOL)
-    for run in find_runs(path):
-        _read_run(run, options, builder)
-    return builder.build()
+    return read_each(TOOL, find_runs(path), _read_run, options)
 
 
 def _task_of(run_name: str) -> str:

@@ -22,6 +22,7 @@ from registry.importers.base import (
     as_score,
     from_timestamp,
     question_key,
+    read_each,
     sha256_file,
 )
 
@@ -52,10 +53,7 @@ def find_logs(path: Path) -> list[Path]:
 
 def read(path: Path, options: ImportOptions) -> ImportBatch:
     """Read one Inspect log, or every log in a folder."""
-    builder = BatchBuilder(options.name or TOOL)
-    for log_path in find_logs(path):
-        _read_log(log_path, options, builder)
-    return builder.build()
+    return read_each(TOOL, find_logs(path), _read_log, options)
 
 
 def _read_log(path: Path, options: ImportOptions, builder: BatchBuilder) -> None:

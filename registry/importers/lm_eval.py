@@ -27,6 +27,7 @@ from registry.importers.base import (
     as_score,
     from_timestamp,
     question_key,
+    read_each,
     read_json,
     sha256_files,
 )
@@ -50,10 +51,7 @@ def find_results(path: Path) -> list[Path]:
 
 def read(path: Path, options: ImportOptions) -> ImportBatch:
     """Read one lm-eval results file (or every one under a folder) with its samples files."""
-    builder = BatchBuilder(options.name or TOOL)
-    for results_path in find_results(path):
-        _read_run(results_path, options, builder)
-    return builder.build()
+    return read_each(TOOL, find_results(path), _read_run, options)
 
 
 def _read_run(results_path: Path, options: ImportOptions, builder: BatchBuilder) -> None:
