@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from fastapi.testclient import TestClient
 
-from tests.decisions.test_fingerprint_api import N_Q, PATTERNS, QUESTIONS, evals, registered
+from tests.decisions.test_fingerprint_api import N_Q, PATTERNS, evals, registered
 
 __all__ = ["registered"]
 
@@ -99,8 +99,6 @@ def test_similar_reports_shared_question_evidence(
     ).json()
     assert emb["ranked_by"] == "embedding" and all(it["behaviour_distance"] is None for it in emb["items"])
 
-
-_ = QUESTIONS
 
 
 def test_tolerance_follows_new_scores_when_the_model_count_does_not_change(
