@@ -100,7 +100,6 @@ def test_similar_reports_shared_question_evidence(
     assert emb["ranked_by"] == "embedding" and all(it["behaviour_distance"] is None for it in emb["items"])
 
 
-
 def test_tolerance_follows_new_scores_when_the_model_count_does_not_change(
     client: TestClient, reader: dict[str, str], writer: dict[str, str], registered: dict[str, str]
 ) -> None:
