@@ -84,3 +84,7 @@ class Forbidden(RegistryError):
 
 class IndexUnavailable(RegistryError):
     """The vector index failed; the SQL change was rolled back."""
+
+
+class JobCancelled(RegistryError):
+    """Raised inside a job's code when its cancellation was requested (the runner marks it cancelled)."""

@@ -118,3 +118,27 @@ class VectorIndex(Protocol):
     def reset(self) -> None:
         """Drop and recreate the current fingerprint's collections (used by reindex)."""
         ...
+
+
+class JobHandle(Protocol):
+    """What a background job's code sees of its job (implemented by the job runner).
+
+    `progress` and `log` persist to the job row (throttled) and raise `registry.errors.JobCancelled`
+    once a cancel was requested, so a handler stops at its next report. A handler returns its result
+    (JSON-serialisable) and must leave SQL and vectors consistent at every report point: a job that
+    dies is re-run from its `params` by another worker (`attempt` > 1), so each kind either resumes
+    (idempotent steps) or starts over.
+    """
+
+    @property
+    def id(self) -> uuid.UUID: ...
+
+    @property
+    def params(self) -> dict[str, Any]: ...
+
+    @property
+    def attempt(self) -> int: ...
+
+    def progress(self, stage: str, done: int, total: int | None) -> None: ...
+
+    def log(self, message: str) -> None: ...

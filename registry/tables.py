@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     CheckConstraint,
     DateTime,
     Dialect,
@@ -36,6 +37,11 @@ NAMING = {
 
 MODEL_STATUSES = ("active", "unavailable", "deprecated")
 SCOPES = ("read", "write", "admin")
+JOB_STATES = ("queued", "running", "succeeded", "failed", "cancelled")
+# candidate: registered, not in service; building: its collections are being built for promotion;
+# serving: answers requests (exactly one); previous: served before the current one (rollback target);
+# retired: kept for the record; failed: a build or promotion that did not finish.
+ENCODER_STATUSES = ("candidate", "building", "serving", "previous", "retired", "failed")
 
 
 def utcnow() -> dt.datetime:
@@ -91,6 +97,9 @@ class ModelRow(Base):
     meta: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    # Set when a re-probe found the endpoint no longer behaves like the registered model (drift watch);
+    # cleared by a re-probe that finds it the same again.
+    drifted_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, index=True)
 
     tag_rows: Mapped[list[ModelTagRow]] = relationship(
         cascade="all, delete-orphan", lazy="selectin", order_by="ModelTagRow.tag", passive_deletes=True
@@ -191,3 +200,102 @@ class ApiKeyRow(Base):
     scopes: Mapped[str] = mapped_column(String(100))  # space-separated subset of SCOPES
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+
+class JobRow(Base):
+    """A background job (import, reindex, train, promote): claimed by one worker with row locking.
+
+    State moves queued -> running -> succeeded | failed | cancelled. A running job whose heartbeat is
+    older than the lease is taken over by another worker (the first one died); each kind says
+    whether it resumes or starts over.
+    """
+
+    __tablename__ = "jobs"
+    __table_args__ = (CheckConstraint(f"state IN {JOB_STATES!r}", name="state"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    kind: Mapped[str] = mapped_column(String(32), index=True)
+    state: Mapped[str] = mapped_column(String(16), default="queued", index=True)
+    params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    stage: Mapped[str | None] = mapped_column(String(64))
+    done: Mapped[int] = mapped_column(Integer, default=0)
+    total: Mapped[int | None] = mapped_column(Integer)
+    log: Mapped[str] = mapped_column(Text, default="")  # the last lines only (bounded by the runner)
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    error: Mapped[str | None] = mapped_column(Text)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    worker: Mapped[str | None] = mapped_column(String(200))
+    created_by: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    started_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    heartbeat_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+
+class EncoderRow(Base):
+    """A registered encoder checkpoint. Its vectors live in collections named after its fingerprint;
+    `generation` tells apart two builds of the same encoder's collections (a reindex builds the next
+    one beside the one in service and switches to it)."""
+
+    __tablename__ = "encoders"
+    __table_args__ = (CheckConstraint(f"status IN {ENCODER_STATUSES!r}", name="status"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    fingerprint: Mapped[str] = mapped_column(String(64), unique=True)
+    path: Mapped[str] = mapped_column(String(1000))  # checkpoint folder
+    status: Mapped[str] = mapped_column(String(16), default="candidate", index=True)
+    generation: Mapped[int] = mapped_column(Integer, default=0)
+    report: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    job_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    promoted_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+
+class EmbeddingHistoryRow(Base):
+    """One (re-)embedding of a model: by which encoder, from how many evaluations, why, and how far
+    the vector moved from the model's previous vector under the same encoder."""
+
+    __tablename__ = "embedding_history"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    model_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"), index=True)
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    n_evaluations: Mapped[int] = mapped_column(Integer)
+    reason: Mapped[str] = mapped_column(String(32))  # register, evaluations, reindex, promote, probe
+    vector: Mapped[list[float]] = mapped_column(JSON)
+    distance_prev: Mapped[float | None] = mapped_column(Float)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+
+
+class DriftCheckRow(Base):
+    """A re-probe of a model's endpoint judged against its stored scores (the fingerprint test)."""
+
+    __tablename__ = "drift_checks"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    model_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"), index=True)
+    verdict: Mapped[str] = mapped_column(String(16))
+    drifted: Mapped[bool] = mapped_column(Boolean, default=False)
+    n_shared: Mapped[int] = mapped_column(Integer)
+    disagreement: Mapped[float | None] = mapped_column(Float)
+    evidence: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+
+
+class RouteDecisionRow(Base):
+    """A routing decision that an outcome can later be reported for (`POST /v1/route/outcomes`)."""
+
+    __tablename__ = "route_decisions"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    query_sha256: Mapped[str] = mapped_column(String(64), index=True)
+    query_text: Mapped[str | None] = mapped_column(Text)
+    model_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("models.id", ondelete="SET NULL"), index=True
+    )
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    predicted: Mapped[float | None] = mapped_column(Float)  # the chosen model's predicted P(correct)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    outcome_score: Mapped[float | None] = mapped_column(Float)
+    outcome_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
