@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import json
 import logging
@@ -14,12 +15,20 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from api import errors, metrics
 from api.deps import Container, reject_unknown_query
 from api.middleware import RequestContext, request_id_of
-from api.routes import health, imports, keys, models, questions
+from api.routes import drift, health, imports, jobs, keys, models, questions
 from registry.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 
-ROUTERS: list[APIRouter] = [health.router, questions.router, models.router, keys.router, imports.router]
+ROUTERS: list[APIRouter] = [
+    health.router,
+    questions.router,
+    models.router,
+    keys.router,
+    imports.router,
+    jobs.router,
+    drift.router,
+]
 # Routers of other packages, included when their module exists.
 OPTIONAL_ROUTERS = ["api.routes.decisions", "api.routes.probes", "api.routes.export", "api.routes.atlas"]
 
@@ -94,6 +103,20 @@ def _optional_routers() -> list[APIRouter]:
     return out
 
 
+@asynccontextmanager
+async def _job_runner(container: Container) -> AsyncIterator[None]:
+    """Background-job worker threads for the app's lifetime (LOCUS_JOB_WORKERS; 0 = none)."""
+    from api import jobs as job_wiring
+
+    job_wiring.install(container.settings)
+    runner = job_wiring.start_runner(container, container.settings)
+    try:
+        yield
+    finally:
+        if runner is not None:  # handlers stop at their next report; their jobs go back to the queue
+            await asyncio.to_thread(runner.stop)
+
+
 def create_app(settings: Settings | None = None, *, container: Container | None = None) -> FastAPI:
     """The registry's HTTP application.
 
@@ -106,14 +129,16 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if container is not None:
             app.state.container = container
-            yield
+            async with _job_runner(container):
+                yield
             return
         from api.wiring import build_container  # imports torch: keep it out of module import
 
         built = build_container(cfg)
         app.state.container = built
         try:
-            yield
+            async with _job_runner(built):
+                yield
         finally:
             built.close()
 

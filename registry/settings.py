@@ -60,6 +60,21 @@ class Settings(BaseSettings):
         default=None,
         description="Folder whose files admins may import by server path (POST /v1/imports); unset = none.",
     )
+    job_workers: int = Field(
+        default=1,
+        ge=0,
+        le=64,
+        description="Background-job worker threads per API process; 0 = the process only serves requests.",
+    )
+    job_lease_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="Seconds without a heartbeat after which a running job's worker counts as dead and "
+        "another worker takes the job over.",
+    )
+    job_dir: Path = Field(
+        default=Path("data/jobs"), description="Staging folder of uploads that jobs import."
+    )
     host: str = Field(default="127.0.0.1", description="Address `locus-registry serve` binds to.")
     port: int = Field(default=8000, ge=1, le=65535, description="Port `locus-registry serve` listens on.")
     log_level: str = Field(default="info", description="Log level of the server.")

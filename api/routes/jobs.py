@@ -1,0 +1,126 @@
+"""/v1/jobs: submit background jobs (202 + Location), follow their progress, cancel them."""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from pathlib import Path, PurePosixPath
+from typing import Annotated
+
+from fastapi import APIRouter, Body, Query, Response, status
+
+from api.deps import AdminAuth, ContainerDep, Limit, Offset, ReadAuth, WriteAuth
+from api.importing import FORMATS
+from api.routes.imports import _pairs, _unzip
+from registry import jobs
+from registry.errors import InvalidInput
+from registry.schemas import ApiKeyRead, ImportJobParams, JobCreate, JobKindRead, JobRead, JobState, Page
+
+router = APIRouter(prefix="/v1", tags=["jobs"])
+
+
+def _who(key: ApiKeyRead | None) -> str | None:
+    return None if key is None else f"key:{key.prefix}:{key.name}"
+
+
+def _accepted(response: Response, job: JobRead) -> JobRead:
+    response.headers["Location"] = f"/v1/jobs/{job.id}"
+    return job
+
+
+@router.post("/jobs", status_code=status.HTTP_202_ACCEPTED)
+def submit_job(body: JobCreate, response: Response, container: ContainerDep, key: WriteAuth) -> JobRead:
+    """Queue a job (kinds: GET /v1/jobs/kinds); bad parameters are refused here with 422."""
+    job = jobs.submit_job(container, body, created_by=_who(key), scopes=None if key is None else key.scopes)
+    return _accepted(response, job)
+
+
+@router.get("/jobs")
+def list_jobs(
+    container: ContainerDep,
+    _: ReadAuth,
+    state: Annotated[list[JobState] | None, Query(description="any of these states")] = None,
+    kind: Annotated[list[str] | None, Query(description="any of these kinds")] = None,
+    limit: Limit = 50,
+    offset: Offset = 0,
+) -> Page[JobRead]:
+    """Jobs, newest first."""
+    return jobs.list_jobs(container, states=state or [], kinds=kind or [], limit=limit, offset=offset)
+
+
+@router.get("/jobs/kinds")
+def list_job_kinds(_: ReadAuth) -> list[JobKindRead]:
+    """The job kinds this server runs, the scope each needs and its parameters' JSON schema."""
+    return jobs.list_kinds()
+
+
+@router.get("/jobs/{job_id}")
+def get_job(job_id: uuid.UUID, container: ContainerDep, _: ReadAuth) -> JobRead:
+    """State, stage, done/total, rate, ETA, log tail, and the result or error."""
+    return jobs.get_job(container, job_id)
+
+
+@router.post("/jobs/{job_id}/cancel")
+def cancel_job(job_id: uuid.UUID, container: ContainerDep, _: WriteAuth) -> JobRead:
+    """Cancel: a queued job at once, a running one at its next progress report; a finished one is
+    returned unchanged."""
+    return jobs.cancel_job(container, job_id, lease_s=container.settings.job_lease_s)
+
+
+@router.post("/jobs/imports/upload", status_code=status.HTTP_202_ACCEPTED)
+def import_upload_job(
+    response: Response,
+    container: ContainerDep,
+    key: AdminAuth,
+    data: Annotated[bytes, Body(media_type="application/octet-stream")],
+    format: Annotated[str, Query(description=f"one of {FORMATS}")],
+    filename: Annotated[str, Query(description="the file's name (a .zip is unpacked: send folders zipped)")],
+    model_name: str | None = None,
+    metric: Annotated[list[str] | None, Query(description="[TASK=]METRIC, repeatable")] = None,
+    filter: Annotated[list[str] | None, Query(description="[TASK=]FILTER, repeatable")] = None,
+    benchmark: Annotated[list[str] | None, Query(description="TASK=NAME, repeatable")] = None,
+    key_by: Annotated[str, Query(pattern="^(id|text)$")] = "id",
+    name: str | None = None,
+    limit_models: Annotated[int | None, Query(ge=0)] = None,
+) -> JobRead:
+    """Stage an uploaded log (as POST /v1/imports/upload takes it) and import it as a job (202)."""
+    if format not in FORMATS:
+        raise InvalidInput(f"unknown format {format!r}; one of {FORMATS}")
+    if not data:
+        raise InvalidInput("empty upload: send the file as the request body")
+    safe = PurePosixPath(filename).name
+    if not safe or safe in (".", "..") or "\0" in safe or len(safe) > 255:
+        raise InvalidInput(f"filename {filename!r} is not a file name")
+    upload = uuid.uuid4().hex
+    staged = Path(container.settings.job_dir) / "uploads" / upload
+    staged.mkdir(parents=True)
+    try:
+        if safe.endswith(".zip"):
+            unpacked = staged / ".unzip"
+            _unzip(data, unpacked, container.settings.max_body_bytes * 20)
+            inner = unpacked
+            while len(entries := list(inner.iterdir())) == 1 and entries[0].is_dir():
+                inner = entries[0]  # a zipped folder: read the folder itself, under its own name
+            inner.rename(staged / (inner.name if inner != unpacked else PurePosixPath(safe).stem))
+            shutil.rmtree(unpacked, ignore_errors=True)
+        else:
+            (staged / safe).write_bytes(data)
+        params = ImportJobParams(
+            upload=upload,
+            format=format,
+            model_name=model_name,
+            metric=_pairs(metric, "metric"),
+            filter=_pairs(filter, "filter"),
+            benchmark=_pairs(benchmark, "benchmark"),
+            key_by="text" if key_by == "text" else "id",
+            name=name,
+            limit_models=limit_models,
+        )
+        body = JobCreate(kind="import", params=params.model_dump(mode="json", exclude_defaults=True))
+        job = jobs.submit_job(
+            container, body, created_by=_who(key), scopes=None if key is None else key.scopes
+        )
+    except BaseException:
+        shutil.rmtree(staged, ignore_errors=True)
+        raise
+    return _accepted(response, job)
