@@ -104,6 +104,13 @@ class Settings(BaseSettings):
     qdrant_write_consistency_factor: int | None = Field(
         default=None, ge=1, description="Replicas that must acknowledge a write; unset = server default."
     )
+    route_outcome_days: int = Field(
+        default=7,
+        ge=1,
+        le=3650,
+        description="Days a routing decision accepts an outcome (POST /v1/route/outcomes); older decisions "
+        "are deleted.",
+    )
 
     @property
     def is_sqlite(self) -> bool:

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
-from registry.schemas import EvaluationIn, Label, QuestionKey, Status, storable_text
+from registry.schemas import (
+    EvaluationFilter,
+    EvaluationIn,
+    Label,
+    ProvenanceUsed,
+    QuestionKey,
+    Status,
+    storable_text,
+)
 
 QueryText = Annotated[str, StringConstraints(max_length=100_000), AfterValidator(storable_text)]
 
@@ -81,6 +90,11 @@ class PortfolioRequest(Strict):
     exclude: list[uuid.UUID] = Field(default_factory=list, description="models that must not be chosen")
     reference: ReferenceQueries = Field(default_factory=ReferenceQueries)
     seed: int = Field(default=0, ge=0, le=2**32 - 1)
+    provenance: EvaluationFilter | None = Field(
+        default=None,
+        description="use only evaluations of this provenance (tool, task, source, run dates): every model "
+        "is re-embedded from those alone and models without any are left out",
+    )
 
 
 class CoverageRead(BaseModel):
@@ -104,6 +118,9 @@ class PortfolioRead(BaseModel):
     reference_queries: int
     predicted_accuracy: float | None = Field(description="expected routing hit@1 restricted to the portfolio")
     predicted_accuracy_full_pool: float | None
+    provenance: ProvenanceUsed | None = Field(
+        default=None, description="set when the request restricted the evidence to a provenance"
+    )
 
 
 class FallbackRead(BaseModel):
@@ -117,6 +134,9 @@ class FallbacksRead(BaseModel):
     fingerprint: str
     reference_queries: int
     items: list[FallbackRead]
+    provenance: ProvenanceUsed | None = Field(
+        default=None, description="set when the request restricted the evidence to a provenance"
+    )
 
 
 class PortfolioSpec(Strict):
@@ -142,6 +162,16 @@ class RouteRequest(Strict):
     fallbacks: int = Field(
         default=3, ge=0, le=20, description="fallbacks listed when the best model is unavailable"
     )
+    keep_queries: bool = Field(
+        default=False,
+        description="store the query texts with the routing decisions (until the outcome window ends) so "
+        "an outcome can be reported without sending the text again; by default only their SHA-256 is kept",
+    )
+    provenance: EvaluationFilter | None = Field(
+        default=None,
+        description="use only evaluations of this provenance (tool, task, source, run dates): every model "
+        "is re-embedded from those alone and models without any are left out",
+    )
 
 
 class RankedRead(BaseModel):
@@ -157,12 +187,21 @@ class QueryRouteRead(BaseModel):
     chosen: ModelBrief
     preferred: ModelBrief = Field(description="the best-scoring candidate, available or not")
     fallbacks: list[FallbackRead] = Field(description="nearest available models when `preferred` is down")
+    decision_id: uuid.UUID | None = Field(
+        default=None,
+        description="report whether `chosen` answered well with POST /v1/route/outcomes (within the "
+        "retention window)",
+    )
+
 
 
 class RouteRead(BaseModel):
     fingerprint: str
     candidates: int
     routes: list[QueryRouteRead]
+    provenance: ProvenanceUsed | None = Field(
+        default=None, description="set when the request restricted the evidence to a provenance"
+    )
 
 
 class FingerprintRequest(Strict):
@@ -175,6 +214,11 @@ class FingerprintRequest(Strict):
         description="fewest shared questions for a verdict on the shared scores (a statistical test that "
         "stays honest on few questions: it answers `undetermined`); below it the verdict uses the embedding "
         "distance, which never says `same` on its own",
+    )
+    provenance: EvaluationFilter | None = Field(
+        default=None,
+        description="use only evaluations of this provenance (tool, task, source, run dates): every "
+        "registered model is re-embedded from those alone and models without any are left out",
     )
 
 
@@ -275,6 +319,9 @@ class FingerprintRead(BaseModel):
     tolerance: ToleranceRead = Field(description="thresholds of verdicts on shared-question scores")
     decision: DecisionRead
     matches: list[FingerprintMatch]
+    provenance: ProvenanceUsed | None = Field(
+        default=None, description="set when the request restricted the evidence to a provenance"
+    )
 
 
 class DuplicatePair(BaseModel):
@@ -299,6 +346,9 @@ class DuplicatesRead(BaseModel):
     min_shared: int
     pairs_compared: int = Field(description="candidate pairs judged (global distance < related, or near)")
     pairs: list[DuplicatePair]
+    provenance: ProvenanceUsed | None = Field(
+        default=None, description="set when the request restricted the evidence to a provenance"
+    )
 
 
 class CategoryRead(BaseModel):
@@ -319,3 +369,101 @@ class CompareRead(BaseModel):
     predicted_accuracy_a: float | None
     predicted_accuracy_b: float | None
     categories: list[CategoryRead]
+    shared_questions: int = Field(default=0, description="questions both models were scored on")
+    observed_disagreement: float | None = Field(
+        default=None, description="mean |score difference| on those shared questions (direct evidence)"
+    )
+    provenance: ProvenanceUsed | None = Field(
+        default=None, description="set when the request restricted the evidence to a provenance"
+    )
+
+
+# ---------------------------------------------------------------- drift watch (issue 10)
+
+
+class ProbeRequest(Strict):
+    """An endpoint's scores, answered again (typically on the probe set), to judge against its model's."""
+
+    evaluations: list[EvaluationIn] = Field(min_length=1)
+    min_shared: int = Field(
+        default=32,
+        ge=8,
+        le=100_000,
+        description="fewest shared questions on which drift may be flagged (fewer: `undetermined`)",
+    )
+
+
+class DriftCheckRead(BaseModel):
+    """One re-probe of a model's endpoint judged against its stored scores."""
+
+    id: uuid.UUID
+    model: ModelBrief | None = Field(default=None, description="the model (None in a model's own list)")
+    created_at: dt.datetime
+    verdict: Literal["same", "different", "undetermined"] = Field(
+        description="same: still behaves like the registered model; different: drifted (flagged); "
+        "undetermined: the shared questions do not decide"
+    )
+    kind: VerdictName = Field(
+        description="the fingerprint verdict of the same evidence: for a drift, `related` (a close variant, "
+        "e.g. quantised) or `different` (another model)"
+    )
+    drifted: bool = Field(description="the model is flagged after this check")
+    evidence: EvidenceRead
+    tolerance: ToleranceRead
+    same_below: float = Field(description="`same` needs the upper bound below this")
+    flag_at: float = Field(description="`different` needs the lower bound at or above this")
+    min_shared: int
+    submitted: int = Field(description="scores submitted")
+    unshared: int = Field(description="submitted scores on questions the model has no stored score for")
+    questions_needed: int | None = Field(
+        default=None, description="shared questions that would decide, if the observed rate held"
+    )
+    probe_questions: list[str] = Field(
+        default_factory=list,
+        description="probe-set questions the model was scored on and the submission lacks: scoring the "
+        "endpoint on them decides an `undetermined`",
+    )
+    disagreeing: list[str] = Field(
+        default_factory=list, description="keys of shared questions scored differently (at most 50)"
+    )
+    probe_distance: float | None = Field(
+        default=None,
+        description="embedding distance from the probe scores to the model's vector (informative only: "
+        "two samples of one model differ too)",
+    )
+    why: str
+
+
+class DriftedModelRead(BaseModel):
+    """A model flagged as drifted and its latest check."""
+
+    model: ModelBrief
+    drifted_at: dt.datetime
+    latest: DriftCheckRead | None
+
+
+# ---------------------------------------------------------------- route outcomes (issue 10)
+
+
+class OutcomeRequest(Strict):
+    """Whether the model a routing decision chose answered the query well."""
+
+    decision_id: uuid.UUID
+    score: float = Field(ge=0.0, le=1.0, allow_inf_nan=False, description="1 = correct, 0 = wrong")
+    question_text: QueryText | None = Field(
+        default=None,
+        description="the query's text: needed unless the route request kept it (`keep_queries`); it must be "
+        "the routed query (its SHA-256 is checked)",
+    )
+
+
+class OutcomeRead(BaseModel):
+    """A recorded outcome: the evaluation it became and the model it refined."""
+
+    decision_id: uuid.UUID
+    model_id: uuid.UUID
+    question: str = Field(description="the question key the outcome is stored under")
+    score: float
+    created: bool = Field(description="false: this outcome was already recorded (nothing changed)")
+    outcome_at: dt.datetime
+    n_evaluations: int | None = Field(description="evaluations the model's embedding is now made from")
