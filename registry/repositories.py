@@ -308,56 +308,25 @@ def model_scores(
 
 
 def model_scores_on(
-    s: Session,
-    model_ids: Sequence[uuid.UUID],
-    question_ids: Sequence[uuid.UUID],
-    flt: EvaluationFilter | None = None,
+    s: Session, model_ids: Sequence[uuid.UUID], question_ids: Sequence[uuid.UUID]
 ) -> dict[uuid.UUID, dict[uuid.UUID, float]]:
-    """Per model its scores on these questions only (question_id -> score): one bounded query.
-
-    With `flt`, only the scores of that provenance."""
+    """Per model its scores on these questions only (question_id -> score): one bounded query."""
     out: dict[uuid.UUID, dict[uuid.UUID, float]] = defaultdict(dict)
     if not model_ids or not question_ids:
         return {}
-    conds = _evaluation_conditions(flt)
     for part in chunks(list(question_ids), 1000):
         stmt = select(EvaluationRow.model_id, EvaluationRow.question_id, EvaluationRow.score).where(
-            EvaluationRow.model_id.in_(list(model_ids)), EvaluationRow.question_id.in_(part), *conds
+            EvaluationRow.model_id.in_(list(model_ids)), EvaluationRow.question_id.in_(part)
         )
-        if conds:
-            stmt = stmt.outerjoin(EvaluationSourceRow, EvaluationSourceRow.id == EvaluationRow.source_id)
         for mid, qid, score in s.execute(stmt):
             out[mid][qid] = score
     return dict(out)
 
 
-def model_question_ids(
-    s: Session, model_id: uuid.UUID, flt: EvaluationFilter | None = None
-) -> list[uuid.UUID]:
-    """The ids of the questions a model was scored on (with `flt`: by scores of that provenance), sorted."""
-    conds = _evaluation_conditions(flt)
-    stmt = select(EvaluationRow.question_id).where(EvaluationRow.model_id == model_id, *conds)
-    if conds:
-        stmt = stmt.outerjoin(EvaluationSourceRow, EvaluationSourceRow.id == EvaluationRow.source_id)
+def model_question_ids(s: Session, model_id: uuid.UUID) -> list[uuid.UUID]:
+    """The ids of the questions a model was scored on, sorted."""
+    stmt = select(EvaluationRow.question_id).where(EvaluationRow.model_id == model_id)
     return sorted(s.scalars(stmt))
-
-
-def models_with_evaluations(
-    s: Session, flt: EvaluationFilter, model_flt: ModelFilter | None = None
-) -> tuple[dict[uuid.UUID, int], int]:
-    """Models matching `model_flt` that hold evaluations of this provenance, with how many each holds,
-    and how many models match `model_flt` without holding any."""
-    mconds = _model_conditions(model_flt or ModelFilter())
-    stmt = (
-        select(EvaluationRow.model_id, func.count())
-        .outerjoin(EvaluationSourceRow, EvaluationSourceRow.id == EvaluationRow.source_id)
-        .join(ModelRow, ModelRow.id == EvaluationRow.model_id)
-        .where(*_evaluation_conditions(flt), *mconds)
-        .group_by(EvaluationRow.model_id)
-    )
-    counts = {mid: int(n) for mid, n in s.execute(stmt)}
-    total = s.scalar(select(func.count()).select_from(ModelRow).where(*mconds)) or 0
-    return counts, total - len(counts)
 
 
 def _evaluation_conditions(flt: EvaluationFilter | None) -> list[ColumnElement[bool]]:
@@ -373,8 +342,6 @@ def _evaluation_conditions(flt: EvaluationFilter | None) -> list[ColumnElement[b
         conds.append(EvaluationRow.source_id.in_(flt.source_ids))
     if flt.min_run_at is not None:
         conds.append(EvaluationSourceRow.run_at >= flt.min_run_at)
-    if flt.max_run_at is not None:
-        conds.append(EvaluationSourceRow.run_at <= flt.max_run_at)
     if flt.with_provenance is True:
         conds.append(EvaluationRow.source_id.is_not(None))
     elif flt.with_provenance is False:

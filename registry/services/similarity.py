@@ -25,7 +25,7 @@ import uuid
 import numpy as np
 
 from registry import repositories as repo
-from registry.schemas import EvaluationFilter, SimilarModel
+from registry.schemas import SimilarModel
 from registry.services.common import question_phi
 from registry.services.context import Context
 
@@ -42,28 +42,18 @@ def _sample(ids: list[uuid.UUID], n: int, seed: int) -> list[uuid.UUID]:
 
 
 def rerank(
-    ctx: Context,
-    model_id: uuid.UUID,
-    items: list[SimilarModel],
-    k: int,
-    *,
-    scores_filter: EvaluationFilter | None = None,
-    vectors: dict[uuid.UUID, np.ndarray] | None = None,
+    ctx: Context, model_id: uuid.UUID, items: list[SimilarModel], k: int
 ) -> tuple[list[SimilarModel], int]:
     """The k candidates nearest by behaviour distance (see the module doc), with their evidence, and
-    the number of reference questions the profiles were compared on.
-
-    `scores_filter`: read only scores of that provenance; `vectors`: embeddings to predict the
-    profiles from instead of the stored ones (`registry.services.provenance`)."""
+    the number of reference questions the profiles were compared on."""
     seed = model_id.int % 2**32
     with ctx.session_factory() as s:
-        qids = _sample(repo.model_question_ids(s, model_id, scores_filter), MAX_EVIDENCE, seed)
-        scores = repo.model_scores_on(s, [model_id, *(it.model.id for it in items)], qids, scores_filter)
+        qids = _sample(repo.model_question_ids(s, model_id), MAX_EVIDENCE, seed)
+        scores = repo.model_scores_on(s, [model_id, *(it.model.id for it in items)], qids)
         ref = _sample(qids, REFERENCE, seed + 1)
         phi, _ = question_phi(ctx, s, ref)
     ids = [model_id, *(it.model.id for it in items)]
-    if vectors is None:
-        vectors = ctx.index.get_model_vectors(ids)
+    vectors = ctx.index.get_model_vectors(ids)
     profile: dict[uuid.UUID, float] = {}
     if ref and model_id in vectors:
         have = [m for m in ids if m in vectors]
