@@ -2,10 +2,11 @@
 
 A worker thread claims one job at a time (`JobStore.claim`), runs its kind's handler with a
 `RunningJob` handle and closes the job (succeeded / failed / cancelled). While the handler runs, a
-heartbeat thread refreshes the lease every `lease_s / 4`; a worker that dies (kill -9, a crashed
-host) stops refreshing, and after `lease_s` another runner re-claims the job (attempt + 1). After
-`max_attempts` workers died on it, it fails with that error. A runner that is stopped (API shutdown)
-puts its job back in the queue: the handler is interrupted at its next report.
+reporter thread persists its progress and refreshes the lease at least every `lease_s / 4`; a worker
+that dies (kill -9, a crashed host) stops refreshing, and after `lease_s` another runner re-claims
+the job (attempt + 1). After `max_attempts` workers died on it, it fails with that error. A runner
+that is stopped (API shutdown) puts its job back in the queue: the handler is interrupted at its
+next report.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ FLUSH_EVERY_S = 0.5  # progress and log writes are throttled to about 2 per seco
 Listener = Callable[[str, int, int | None], None]
 
 _runners: weakref.WeakSet[JobRunner] = weakref.WeakSet()
+_active: set[uuid.UUID] = set()  # jobs this process is running (never re-claimed by itself)
+_active_lock = threading.Lock()
 
 
 def notify() -> None:
@@ -58,7 +61,14 @@ def error_message(exc: BaseException) -> str:
 
 
 class RunningJob:
-    """The `registry.ports.JobHandle` a handler gets: reports persist throttled and check for cancel."""
+    """The `registry.ports.JobHandle` a handler gets.
+
+    Reports only change memory and check the flags (cancel requested, claim lost, worker stopping);
+    a reporter thread beside the handler persists them (about twice a second, and at once on a stage
+    change) and refreshes the lease. The handler never waits for the jobs table: on SQLite, whose
+    one writer may be the handler's own long transaction (an import), a progress write from the
+    handler's thread would wait for itself.
+    """
 
     def __init__(
         self, store: JobStore, claim: Claim, stopping: threading.Event, listener: Listener | None = None
@@ -74,7 +84,8 @@ class RunningJob:
         self.total: int | None = None
         self._stage_t0 = time.monotonic()
         self._stage_done0 = 0
-        self._last_flush = 0.0
+        self._version = 0  # bumped by every report; the reporter writes when it moved
+        self.urgent = threading.Event()  # a stage change: persist now
         self.cancel_requested = False
         self.lost: Lost | None = None
 
@@ -98,9 +109,11 @@ class RunningJob:
             if changed:
                 self.stage, self._stage_t0, self._stage_done0 = stage, time.monotonic(), done
             self.done, self.total = int(done), None if total is None else int(total)
+            self._version += 1
+        if changed:
+            self.urgent.set()
         if self._listener is not None:
             self._listener(stage, self.done, self.total)
-        self._flush(force=changed or (total is not None and done >= total))
 
     def log(self, message: str) -> None:
         """Append a line to the job's log (the last 200 are kept); raises JobCancelled when cancelled."""
@@ -108,14 +121,18 @@ class RunningJob:
         stamp = time.strftime("%H:%M:%S", time.gmtime())
         with self._lock:
             self.lines.extend(f"{stamp} {line}" for line in str(message).splitlines() or [""])
+            self._version += 1
         log.info("job %s: %s", self._claim.id, message)
-        self._flush(force=False)
 
     def rate(self) -> float | None:
         """Items per second in the current stage (None until it has moved)."""
         elapsed = time.monotonic() - self._stage_t0
         moved = self.done - self._stage_done0
         return moved / elapsed if moved > 0 and elapsed > 0 else None
+
+    def log_lines(self) -> list[str]:
+        with self._lock:
+            return list(self.lines)
 
     def _check(self) -> None:
         if self.lost is not None:
@@ -125,26 +142,27 @@ class RunningJob:
         if self.cancel_requested:
             raise JobCancelled(f"job {self._claim.id} was cancelled")
 
-    def _flush(self, *, force: bool) -> None:
-        now = time.monotonic()
-        if not force and now - self._last_flush < FLUSH_EVERY_S:
-            return
-        self._last_flush = now
+    def persist(self, written: int) -> int:
+        """Write progress and refresh the lease (the reporter thread); returns the version written.
+
+        A database that is busy (SQLite's lock held by a long transaction) is tried again next time.
+        """
         with self._lock:
+            version = self._version
             snapshot = (self.stage, self.done, self.total, list(self.lines))
         try:
-            cancel = self._store.save_progress(self._claim, *snapshot, rate=self.rate())
+            if version == written:
+                cancel = self._store.heartbeat(self._claim)
+            else:
+                cancel = self._store.save_progress(self._claim, *snapshot, rate=self.rate())
         except Lost as exc:
             self.lost = exc
-            raise
+            return written
+        except Exception as exc:  # busy or briefly unreachable: the lease has slack for it
+            log.warning("job %s: progress not saved (%s); trying again", self._claim.id, exc)
+            return written
         self.cancel_requested = self.cancel_requested or cancel
-        self._check()
-
-    def heartbeat(self) -> None:
-        try:
-            self.cancel_requested = self._store.heartbeat(self._claim) or self.cancel_requested
-        except Lost as exc:
-            self.lost = exc
+        return version
 
 
 def _json_safe(result: Any) -> dict[str, Any]:
@@ -167,24 +185,30 @@ def execute(
     stopping: threading.Event | None = None,
     listener: Listener | None = None,
 ) -> None:
-    """Run one claimed job to its end in this thread, with a heartbeat thread beside it."""
+    """Run one claimed job to its end in this thread, with a reporter thread beside it."""
     stopping = stopping or threading.Event()
     job = RunningJob(store, claim, stopping, listener)
     finished = threading.Event()
 
-    def beat() -> None:
-        while not finished.wait(lease_s / 4):
-            job.heartbeat()
+    def report() -> None:
+        written, last = -1, time.monotonic()
+        while not finished.is_set():
+            job.urgent.wait(FLUSH_EVERY_S)
+            job.urgent.clear()
+            # Progress when it moved; otherwise a bare heartbeat every quarter lease.
+            if job._version != written or time.monotonic() - last >= lease_s / 4:
+                written, last = job.persist(written), time.monotonic()
 
-    beater = threading.Thread(target=beat, name=f"job-heartbeat-{claim.id}", daemon=True)
-    beater.start()
+    reporter = threading.Thread(target=report, name=f"job-reporter-{claim.id}", daemon=True)
+    with _active_lock:
+        _active.add(claim.id)
+    reporter.start()
     outcome: tuple[str, dict[str, Any] | None, str | None] | None = None
     try:
         if claim.attempt > 1:
             job.log(f"attempt {claim.attempt}: an earlier worker stopped answering; running the job again")
         kind = get_kind(claim.kind)
         result = kind.handler(ctx, job)
-        job._flush(force=True)
         outcome = ("succeeded", _json_safe(result), None)
     except Lost:
         log.warning("job %s: taken over by another worker; this one stops", claim.id)
@@ -200,20 +224,27 @@ def execute(
             outcome = ("failed", None, error_message(exc))
     finally:
         finished.set()
-        beater.join()
-    with job._lock:
-        lines = list(job.lines)
+        job.urgent.set()
+        reporter.join()
+    lines = job.log_lines()
     try:
+        if job.lost is not None:
+            return
         if outcome is None:
-            if job.lost is None and stopping.is_set():
+            if stopping.is_set():
                 store.release(claim, lines)
             return
         state, output, error = outcome
         if error:
             lines.append(f"{time.strftime('%H:%M:%S', time.gmtime())} {state}: {error}")
-        store.finish(claim, state, log=lines, result=output, error=error)
+        store.finish(
+            claim, state, log=lines, result=output, error=error, progress=(job.stage, job.done, job.total)
+        )
     except Lost:
         log.warning("job %s: taken over by another worker before it could be closed", claim.id)
+    finally:
+        with _active_lock:
+            _active.discard(claim.id)
 
 
 class JobRunner:
@@ -262,7 +293,9 @@ class JobRunner:
 
     def run_once(self) -> bool:
         """Claim and run one job in this thread; False when there was none."""
-        claim, closed = self.store.claim(worker_name(), self.lease_s, self.max_attempts)
+        with _active_lock:
+            busy = list(_active)
+        claim, closed = self.store.claim(worker_name(), self.lease_s, self.max_attempts, exclude=busy)
         for c in closed:
             log.warning("job %s closed as %s: %s", c.id, c.state, c.error)
         if claim is None:

@@ -12,12 +12,14 @@ conditional UPDATE alone decides who won.
 from __future__ import annotations
 
 import datetime as dt
+import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from registry.tables import JobRow, utcnow
@@ -128,11 +130,15 @@ class JobStore:
 
     # ------------------------------------------------------------ workers
 
-    def claim(self, worker: str, lease_s: float, max_attempts: int) -> tuple[Claim | None, list[Abandoned]]:
+    def claim(
+        self, worker: str, lease_s: float, max_attempts: int, *, exclude: Sequence[uuid.UUID] = ()
+    ) -> tuple[Claim | None, list[Abandoned]]:
         """Take the oldest queued job, or a running one whose heartbeat is older than the lease.
 
-        A stale job that already had `max_attempts` workers, or whose cancel was requested, is closed
-        instead (failed / cancelled) and reported in the second value.
+        `exclude`: jobs this process is running (never taken over from itself, even when a long
+        SQLite transaction held up their heartbeats). A stale job that already had `max_attempts`
+        workers, or whose cancel was requested, is closed instead (failed / cancelled) and reported
+        in the second value.
         """
         closed: list[Abandoned] = []
         for _ in range(8):  # a lost compare-and-set (another worker won) tries the next candidate
@@ -141,15 +147,16 @@ class JobStore:
             with self.session_factory() as s, s.begin():
                 stmt = (
                     select(JobRow.id, JobRow.kind, JobRow.state, JobRow.attempts, JobRow.params)
-                    .add_columns(JobRow.cancel_requested, JobRow.worker)
+                    .add_columns(JobRow.cancel_requested, JobRow.worker, JobRow.heartbeat_at)
                     .where(
+                        JobRow.id.not_in(list(exclude)),
                         or_(
                             JobRow.state == "queued",
                             and_(
                                 JobRow.state == "running",
                                 or_(JobRow.heartbeat_at.is_(None), JobRow.heartbeat_at < stale),
                             ),
-                        )
+                        ),
                     )
                     .order_by(JobRow.created_at, JobRow.id)
                     .limit(1)
@@ -159,7 +166,14 @@ class JobStore:
                 cand = s.execute(stmt).first()
                 if cand is None:
                     return None, closed
-                cas = and_(JobRow.id == cand.id, JobRow.state == cand.state, JobRow.attempts == cand.attempts)
+                beat = (
+                    JobRow.heartbeat_at.is_(None)
+                    if cand.heartbeat_at is None
+                    else JobRow.heartbeat_at == cand.heartbeat_at
+                )
+                cas = and_(
+                    JobRow.id == cand.id, JobRow.state == cand.state, JobRow.attempts == cand.attempts, beat
+                )
                 if cand.state == "running" and (cand.cancel_requested or cand.attempts >= max_attempts):
                     if cand.cancel_requested:
                         state, error = "cancelled", "cancelled (its worker had stopped answering)"
@@ -241,39 +255,60 @@ class JobStore:
         log: Sequence[str],
         result: dict[str, Any] | None = None,
         error: str | None = None,
+        progress: tuple[str | None, int, int | None] | None = None,
     ) -> None:
-        """Close the job (succeeded, failed or cancelled). Raises Lost."""
+        """Close the job (succeeded, failed or cancelled) with its last progress. Raises Lost."""
         now = utcnow()
-        with self.session_factory() as s, s.begin():
-            res = s.execute(
-                update(JobRow)
-                .where(_fence(claim))
-                .values(
-                    state=state,
-                    result=result,
-                    error=error,
-                    log="\n".join(list(log)[-LOG_LINES:]),
-                    finished_at=now,
-                    heartbeat_at=now,
-                )
-            )
-        if res.rowcount != 1:  # type: ignore[attr-defined]
+        values: dict[str, Any] = {
+            "state": state,
+            "result": result,
+            "error": error,
+            "log": "\n".join(list(log)[-LOG_LINES:]),
+            "finished_at": now,
+            "heartbeat_at": now,
+        }
+        if progress is not None:
+            stage, done, total = progress
+            values.update(stage=None if stage is None else stage[:64], done=done, total=total)
+
+        def write() -> int:
+            with self.session_factory() as s, s.begin():
+                return int(s.execute(update(JobRow).where(_fence(claim)).values(**values)).rowcount)  # type: ignore[attr-defined]
+
+        if _patiently(write) != 1:
             raise Lost(f"job {claim.id} attempt {claim.attempt} was taken over")
 
     def release(self, claim: Claim, log: Sequence[str]) -> None:
         """Put a job back in the queue (its worker is shutting down); the attempt is not counted."""
-        with self.session_factory() as s, s.begin():
-            s.execute(
-                update(JobRow)
-                .where(_fence(claim))
-                .values(
-                    state="queued",
-                    attempts=claim.attempt - 1,
-                    worker=None,
-                    heartbeat_at=None,
-                    log="\n".join(list(log)[-LOG_LINES:]),
+
+        def write() -> int:
+            with self.session_factory() as s, s.begin():
+                s.execute(
+                    update(JobRow)
+                    .where(_fence(claim))
+                    .values(
+                        state="queued",
+                        attempts=claim.attempt - 1,
+                        worker=None,
+                        heartbeat_at=None,
+                        log="\n".join(list(log)[-LOG_LINES:]),
+                    )
                 )
-            )
+            return 1
+
+        _patiently(write)
+
+
+def _patiently(write: Callable[[], int], tries: int = 10) -> int:
+    """A closing write, tried again while the database is busy (SQLite: another long transaction)."""
+    for i in range(tries):
+        try:
+            return write()
+        except OperationalError:
+            if i == tries - 1:
+                raise
+            time.sleep(1.0)
+    raise AssertionError("unreachable")
 
 
 def _is_pg(s: Session) -> bool:
