@@ -3,8 +3,16 @@
 HELM (crfm-helm) writes one folder per run under `benchmark_output/runs/<suite>/<run name>/`, with
 `run_spec.json` (model, adapter settings), `instances.json` (the scenario's instances: input text,
 references, split, id, perturbation) and `per_instance_stats.json` (per instance and train trial, a
-list of stats named `{"name": metric, "split": ...}` with a `mean`). HELM ships no standalone reader
-for these files (its dataclasses live inside the whole benchmark framework), so they are parsed here.
+list of stats named `{"name": metric, "split": ...}` with a `mean`). HELM writes them as
+`asdict_without_nones` of its dataclasses (`helm.benchmark.runner.Runner.run_one`) and reads them back
+with `helm.common.codec.from_json(text, List[PerInstanceStats])`; that reader is not used here because
+crfm-helm (0.5.16) cannot be installed beside this project: it pulls torch 2.14 with CUDA 13,
+torchvision, spacy and datasets, replacing the CPU torch the encoder runs on. The JSON is parsed by the
+same field names: `PerInstanceStats(instance_id, perturbation, train_trial_index, stats)`
+(benchmark/metrics/metric.py), `Stat(name: MetricName(name, split, sub_split, perturbation), count,
+sum, sum_squared, min, max, mean, variance, stddev)` (metrics/statistic.py, metrics/metric_name.py),
+`Instance(input: Input(text), references, split, sub_split, id, perturbation)`
+(benchmark/scenarios/scenario.py); a field that is None is absent, as `asdict_without_nones` drops it.
 
 Only unperturbed instances are imported; a score is the metric's mean over train trials (HELM
 averages trials the same way). Question identity: `<scenario part of the run name>:<instance id>`.

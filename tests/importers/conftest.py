@@ -8,8 +8,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from tests.api.conftest import admin, client, writer  # noqa: F401  (API fixtures shared with tests/api)
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
@@ -56,14 +54,15 @@ def write_inspect_log(
         write_eval_log,
     )
     from inspect_ai.model import GenerateConfig, ModelOutput
-    from inspect_ai.scorer import Score, value_to_float
+    from inspect_ai.scorer import SampleScore, Score, mean_score
+    from inspect_ai.scorer import accuracy as inspect_accuracy
 
-    to_float = value_to_float()
     epochs = max(len(v) for _, _, v in samples)
     rows = []
+    reduce_epochs = mean_score()  # Inspect's default epoch reducer
     per_sample = []
     for sid, text, values in samples:
-        ys = []
+        per_sample.append(SampleScore(score=reduce_epochs([Score(value=v) for v in values]), sample_id=sid))
         for e, v in enumerate(values, 1):
             rows.append(
                 EvalSample(
@@ -75,9 +74,8 @@ def write_inspect_log(
                     scores={scorer: Score(value=v)},
                 )
             )
-            ys.append(to_float(v) if isinstance(v, str) else float(v))
-        per_sample.append(float(np.mean(ys)))
-    accuracy = float(np.mean(per_sample))
+    # The aggregate Inspect itself reports: its accuracy metric over the epoch-reduced sample scores.
+    accuracy = float(inspect_accuracy()(per_sample))
     log = EvalLog(
         status="success",
         eval=EvalSpec(

@@ -1,8 +1,20 @@
-"""HELM run folders in the layout crfm-helm writes (run_spec, instances, per_instance_stats, stats)."""
+"""HELM run folders in the layout crfm-helm writes (run_spec, instances, per_instance_stats, stats).
+
+The files are written here, not by HELM: crfm-helm 0.5.16 cannot be installed beside this project (it
+pulls torch 2.14 with CUDA 13, torchvision, spacy and datasets, replacing the CPU torch the encoder
+uses). They follow what `helm.benchmark.runner.Runner.run_one` writes, `asdict_without_nones` of HELM's
+dataclasses: `PerInstanceStats(instance_id, perturbation, train_trial_index, stats)` (metrics/metric.py),
+`Stat(name: MetricName, count, sum, sum_squared, min, max, mean, variance, stddev)` (metrics/statistic.py),
+`MetricName(name, split, sub_split, perturbation)` (metrics/metric_name.py), `PerturbationDescription(name,
+robustness, fairness, computed_on, seed)` and `Instance(input: Input(text), references: [Reference(output:
+Output(text), tags)], split, sub_split, id, perturbation, ...)` (scenarios/scenario.py); None fields are
+left out, as `asdict_without_nones` leaves them out.
+"""
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -17,21 +29,28 @@ QUESTIONS = ["The capital of France is", "2 + 2 =", "The chemical symbol for gol
 
 
 def _stat(name: str, values: list[float], perturbation: dict[str, Any] | None = None) -> dict[str, Any]:
+    """`asdict_without_nones(Stat(MetricName(name, split="test", perturbation=...)).add(v) for v in values)`,
+    computed as helm.benchmark.metrics.statistic.Stat does (population variance from sum_squared)."""
     metric: dict[str, Any] = {"name": name, "split": "test"}
     if perturbation:
         metric["perturbation"] = perturbation
     n = len(values)
-    mean = sum(values) / n
+    total, total_sq = 0.0, 0.0
+    for v in values:
+        total += v
+        total_sq += v * v
+    mean = total / n
+    variance = max(0.0, total_sq / n - mean**2)
     return {
         "name": metric,
         "count": n,
-        "sum": sum(values),
-        "sum_squared": sum(v * v for v in values),
+        "sum": total,
+        "sum_squared": total_sq,
         "min": min(values),
         "max": max(values),
         "mean": mean,
-        "variance": sum((v - mean) ** 2 for v in values) / n,
-        "stddev": (sum((v - mean) ** 2 for v in values) / n) ** 0.5,
+        "variance": variance,
+        "stddev": math.sqrt(variance),
     }
 
 
@@ -93,9 +112,9 @@ def write_run(root: Path, model: str, correct: list[list[float]], trials: int = 
     (run / "run_spec.json").write_text(json.dumps(spec))
     (run / "instances.json").write_text(json.dumps(instances))
     (run / "per_instance_stats.json").write_text(json.dumps(per_instance))
-    (run / "stats.json").write_text(
-        json.dumps([{**_stat("exact_match", [aggregate]), "count": len(correct)}])
-    )
+    # HELM's aggregate (metrics/metric.py): per train trial the instances' stats merged, then each
+    # trial's `take_mean()` merged, so the run's stat is the mean of the trial means, count = trials.
+    (run / "stats.json").write_text(json.dumps([_stat("exact_match", trial_means)]))
     return aggregate
 
 
@@ -124,7 +143,9 @@ def test_train_trials_are_averaged(tmp_path: Path) -> None:
     agg = write_run(tmp_path, "meta/llama", [[1.0, 0.0], [1.0, 1.0], [0.0, 0.0], [0.0, 1.0]], trials=2)
     batch = importers.read(tmp_path, "helm")
     assert batch.scores.tolist() == [0.5, 1.0, 0.0, 0.5]
-    assert float(np.mean(batch.scores, dtype=np.float64)) == pytest.approx(agg)
+    (stat,) = json.loads(next(tmp_path.rglob("stats.json")).read_text())
+    assert stat["count"] == 2  # one merged take_mean() per train trial
+    assert float(np.mean(batch.scores, dtype=np.float64)) == pytest.approx(stat["mean"]) == pytest.approx(agg)
 
 
 def test_two_models_share_questions_and_import(ctx: Context, tmp_path: Path) -> None:
