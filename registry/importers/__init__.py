@@ -113,6 +113,8 @@ def detect_format(path: Path) -> str:
         return "embedllm"
     if (p / "leaderboard_score").is_dir():
         return "routereval"
+    if p.name == "bench" or (p / "bench").is_dir():  # LLMRouterBench's results/bench
+        return "llmrouterbench"
     if next(p.rglob("per_instance_stats.json"), None) is not None:
         return "helm"
     if next(p.rglob("results_*.json"), None) is not None:

@@ -5,14 +5,24 @@ Layouts, as their authors document them:
 - wide CSV: a `model` column and one column per question. The column names are question ids when a
   `questions.csv` (question_id,text[,category]) sits next to the file, else they are the question texts.
 - RouterBench (withmartian/routerbench): one row per prompt with `sample_id`, `prompt`, `eval_name`,
-  and per model `<model>` (score), `<model>|model_response`, `<model>|total_cost`. The authors ship it
-  as a pandas pickle (`routerbench_0shot.pkl`); a CSV with the same columns is read too.
-- LLMRouterBench (ynulihao/LLMRouterBench): `results/bench/<dataset>/<split>/<model>/<timestamp>.json`,
-  each `{"performance", "records": [{"index", "origin_query", "prompt", "score", ...}]}`; the newest
-  file per (dataset, split, model) is read.
-- RouterEval (MilkThink-Lab/RouterEval): `leaderboard_score/<name>.pkl` = `{"models": [...], "data":
-  {<subset>: {"correctness": (items, models) array}}}` with `leaderboard_prompt/<name>.pkl` =
-  `{<subset>: [prompt, ...]}` (the layout its `utils.py` reads).
+  and per model `<model>` (score), `<model>|model_response`, `<model>|total_cost`: the wide table its
+  `convertors/common.py` (`convert_to_wide_format`) builds. The authors ship it as a pandas pickle
+  (`routerbench_0shot.pkl`); a CSV with the same columns is read too. A prompt may be a list of turns,
+  or (as that file notes) the string form of one: the turns are joined.
+- LLMRouterBench (ynulihao/LLMRouterBench): what its `data_collector/storage.py` (`ResultsStorage`)
+  writes: `results/bench/<dataset>/<split>/<model>/<dataset>-<split>-<model>-<YYYYMMDD_HHMMSS>.json`
+  (or a legacy `result.json`), each `{"performance", "model_name", "dataset_name", "split", "demo",
+  "records": [{"index", "origin_query", "prompt", "score", ...}]}`. As `ResultsStorage` does, demo
+  runs are skipped and the newest file per (dataset, split, model) by the filename's timestamp is
+  read; a record whose `score` is null (not scored) is left out.
+- RouterEval (MilkThink-Lab/RouterEval): the `data/` folder of its README, `leaderboard_score/
+  leaderboard_<name>.pkl` = `{"model": [...], "data": {<subset>: {"correctness": (items, models)
+  array}}}` (its `utils.py` reads `data['data'][sub]['correctness']`) with `leaderboard_prompt/
+  leaderboard_<name>_prompt.pkl` = `{<subset>: [prompt, ...]}` (`utils.create_prompts` reads
+  `prompt[sub]`). The file names and the `model` key are those of the released archives (the authors'
+  `get_router_dataset.py` that reads them is not public); a prompt file named like its score file,
+  and a `models` key, are read too. The archives unpack into a nested folder of the same name, which
+  is searched.
 
 Pickles can run code when loaded, so they are read only when the caller allows it (the CLI, on
 local files); the HTTP endpoint refuses them.
@@ -20,6 +30,7 @@ local files); the HTTP endpoint refuses them.
 
 from __future__ import annotations
 
+import ast
 import csv
 import pickle
 import re
@@ -183,7 +194,15 @@ def read_routerbench(path: Path, options: ImportOptions, *, allow_pickle: bool =
 
 
 def _prompt_text(value: object) -> str:
-    # Some RouterBench prompts are a list of turns (MT-Bench): join them.
+    # Some RouterBench prompts are a list of turns (MT-Bench), stored as a list or as its string form
+    # (convertors/common.py: "A string representation of a list"): join the turns.
+    if isinstance(value, str) and value.startswith("[") and value.endswith("]"):
+        try:
+            turns = ast.literal_eval(value)
+        except (ValueError, SyntaxError, MemoryError, RecursionError):
+            turns = None
+        if isinstance(turns, list) and turns and all(isinstance(t, str) for t in turns):
+            value = turns
     if isinstance(value, list | tuple):
         return "\n\n".join(str(v) for v in value)
     return str(value)
@@ -195,50 +214,69 @@ def _is_nan(value: object) -> bool:
 
 # ---------------------------------------------------------------- LLMRouterBench
 
-_STAMP = re.compile(r"(\d{8}[T_-]?\d{6}|\d{4}-\d{2}-\d{2}[T _]\d{2}[:-]\d{2}[:-]\d{2})")
+_STAMP = re.compile(r"(\d{8})_(\d{6})\.json$")  # ResultsStorage's file names end in YYYYMMDD_HHMMSS.json
+
+
+def _bench_files(path: Path) -> dict[tuple[str, str, str], list[Path]]:
+    """Result files under a results/bench folder, by (dataset, split, model folder)."""
+    root = path / "bench" if (path / "bench").is_dir() else path
+    out: dict[tuple[str, str, str], list[Path]] = {}
+    for f in sorted(root.rglob("*.json")) if root.is_dir() else []:
+        parts = f.relative_to(root).parts
+        if len(parts) < 4:
+            continue
+        out.setdefault((parts[0], parts[1], "/".join(parts[2:-1])), []).append(f)
+    return out
+
+
+def _stamp(f: Path) -> str:
+    m = _STAMP.search(f.name)
+    return m.group(1) + m.group(2) if m else ""
 
 
 def read_llmrouterbench(path: Path, options: ImportOptions) -> ImportBatch:
-    """`<dataset>/<split>/<model>/<timestamp>.json` under `path` (e.g. results/bench)."""
+    """`<dataset>/<split>/<model>/<dataset>-<split>-<model>-<timestamp>.json` under `path` (results/bench)."""
     name = options.name or "llmrouterbench"
-    files = (
-        sorted(p for p in path.rglob("*.json") if len(p.relative_to(path).parts) >= 4)
-        if path.is_dir()
-        else []
-    )
-    if not files:
+    groups = _bench_files(path)
+    if not groups:
         raise ImportFormatError(
-            f"{path}: no <dataset>/<split>/<model>/<timestamp>.json result files "
-            "(LLMRouterBench's results/bench folder)"
+            f"{path}: no <dataset>/<split>/<model>/<dataset>-<split>-<model>-<timestamp>.json result "
+            "files (LLMRouterBench's results/bench folder)"
         )
-    newest: dict[tuple[str, ...], Path] = {}
-    for f in files:
-        dataset, split, model = f.relative_to(path).parts[-4:-1]
-        newest[(dataset, split, model)] = f  # sorted: the newest timestamp wins
     builder = BatchBuilder(name)
-    for (dataset, split, model_name), f in sorted(newest.items()):
-        doc = read_json(f)
-        records = doc.get("records") if isinstance(doc, dict) else None
-        if not isinstance(records, list):
-            raise ImportFormatError(f"{f}: expected an object with a list of 'records'")
+    for (dataset, split, model_dir), files in sorted(groups.items()):
+        docs = []
+        for f in files:
+            doc = read_json(f)
+            if not isinstance(doc, dict) or not isinstance(doc.get("records"), list):
+                raise ImportFormatError(f"{f}: expected an object with a list of 'records'")
+            if not doc.get("demo", False):
+                docs.append((f, doc))
+        if not docs:
+            continue  # only demo runs
+        # ResultsStorage._get_latest_non_demo_file: the newest by the filename's timestamp (legacy
+        # result.json files, which have none, count as oldest here)
+        f, doc = max(docs, key=lambda fd: (_stamp(fd[0]), fd[0].name))
         task = ImportOptions.per_task(options.benchmark, dataset) or dataset
-        stamp = _STAMP.search(f.stem)
+        stamp = _STAMP.search(f.name)
         source = builder.source(
             Provenance(
                 tool="llmrouterbench",
                 task=dataset,
                 task_version=split,
                 generation={"split": split},
-                run_at=from_timestamp(stamp.group(1).replace("_", "T")) if stamp else None,
+                run_at=from_timestamp(f"{stamp.group(1)}T{stamp.group(2)}") if stamp else None,
                 file_name=str(f.relative_to(path)),
                 file_sha256=sha256_file(f),
             )
         )
-        m = builder.model(options.model_name or model_name, str(f))
-        for i, rec in enumerate(records):
+        m = builder.model(options.model_name or str(doc.get("model_name") or model_dir), str(f))
+        for i, rec in enumerate(doc["records"]):
             where = f"{f}, record {i + 1}"
             if not isinstance(rec, dict) or "score" not in rec:
                 raise ImportFormatError(f"{where}: a record needs a 'score'")
+            if rec["score"] is None:
+                continue  # RecordResult.score is Optional: not scored
             text = rec.get("origin_query") or rec.get("prompt")
             if not isinstance(text, str) or not text.strip():
                 raise ImportFormatError(f"{where}: a record needs an 'origin_query' or 'prompt' text")
@@ -255,13 +293,16 @@ def read_routereval(path: Path, options: ImportOptions, *, allow_pickle: bool = 
     """A RouterEval score pickle with its prompt pickle (a `data/` folder or the score file itself)."""
     if path.is_dir():
         pairs = [
-            (s, path / "leaderboard_prompt" / s.name)
-            for s in sorted((path / "leaderboard_score").glob("*.pkl"))
+            (s, _prompt_file(path / "leaderboard_prompt", s))
+            for s in sorted((path / "leaderboard_score").rglob("*.pkl"))
         ]
         if not pairs:
             raise ImportFormatError(f"{path}: no leaderboard_score/*.pkl (RouterEval's data folder)")
     else:
-        pairs = [(path, path.parent.parent / "leaderboard_prompt" / path.name)]
+        data = path.parent.parent
+        if path.parent.parent.name == "leaderboard_score":  # leaderboard_score/leaderboard_score/x.pkl
+            data = data.parent
+        pairs = [(path, _prompt_file(data / "leaderboard_prompt", path))]
     name = options.name or "routereval"
     builder = BatchBuilder(name)
     for score_path, prompt_path in pairs:
@@ -269,16 +310,21 @@ def read_routereval(path: Path, options: ImportOptions, *, allow_pickle: bool = 
             raise ImportFormatError(f"{score_path}: its prompts {prompt_path} are missing")
         scores = _load_pickle(score_path, allow_pickle)
         prompts = _load_pickle(prompt_path, allow_pickle)
-        if not isinstance(scores, dict) or not isinstance(scores.get("data"), dict) or "models" not in scores:
-            raise ImportFormatError(f"{score_path}: expected {{'models': [...], 'data': {{subset: ...}}}}")
+        model_key = "model" if isinstance(scores, dict) and "model" in scores else "models"
+        if (
+            not isinstance(scores, dict)
+            or not isinstance(scores.get("data"), dict)
+            or model_key not in scores
+        ):
+            raise ImportFormatError(f"{score_path}: expected {{'model': [...], 'data': {{subset: ...}}}}")
         if not isinstance(prompts, dict):
             raise ImportFormatError(f"{prompt_path}: expected {{subset: [prompt, ...]}}")
-        models = [str(m) for m in scores["models"]]
+        models = [str(m) for m in scores[model_key]]
         m_idx = [builder.model(m, f"{score_path}, model {j}") for j, m in enumerate(models)]
         source = builder.source(
             Provenance(
                 tool="routereval",
-                task=score_path.stem,
+                task=score_path.stem.removeprefix("leaderboard_"),
                 file_name=score_path.name,
                 file_sha256=sha256_files([score_path, prompt_path]),
             )
@@ -309,3 +355,13 @@ def read_routereval(path: Path, options: ImportOptions, *, allow_pickle: bool = 
                             m, q, as_score(float(y), f"{where}, model {models[j]!r}"), source, where
                         )
     return builder.build()
+
+
+def _prompt_file(prompt_dir: Path, score_path: Path) -> Path:
+    """The prompts of a score pickle: `<stem>_prompt.pkl` as released, else a file of the same name,
+    searched in `prompt_dir` and a nested folder of the same name (the archives unpack into one)."""
+    for folder in (prompt_dir, prompt_dir / prompt_dir.name):
+        for candidate in (f"{score_path.stem}_prompt{score_path.suffix}", score_path.name):
+            if (folder / candidate).is_file():
+                return folder / candidate
+    return prompt_dir / f"{score_path.stem}_prompt{score_path.suffix}"

@@ -61,7 +61,8 @@ def _routerbench_rows() -> tuple[list[str], list[list[object]]]:
         header += [m, f"{m}|model_response", f"{m}|total_cost"]
     rows = []
     for j, text in enumerate(TEXTS):
-        row: list[object] = [f"mmlu-misc.val.{j}", text, "mmlu-misc", MODELS[0]]
+        prompt = repr([text, "Now explain."]) if j == 3 else text  # MT-Bench turns, as a list's string form
+        row: list[object] = [f"mmlu-misc.val.{j}", prompt, "mmlu-misc", MODELS[0]]
         for i in range(len(MODELS)):
             y = SCORES[i, j]
             row += [None if np.isnan(y) else float(y), f"answer {i}", 0.001 * (i + 1)]
@@ -81,6 +82,7 @@ def test_routerbench_pickle_as_its_authors_ship_it_and_csv(tmp_path: Path) -> No
     assert (
         batch.questions[1].key == "routerbench:mmlu-misc.val.1" and batch.questions[1].category == "mmlu-misc"
     )
+    assert batch.questions[3].text == f"{TEXTS[3]}\n\nNow explain."
     for name, row in zip(MODELS, SCORES, strict=True):
         assert _observed_mean(batch, name) == pytest.approx(np.nanmean(row))
 
@@ -94,64 +96,107 @@ def test_routerbench_pickle_as_its_authors_ship_it_and_csv(tmp_path: Path) -> No
     assert from_csv.scores.tolist() == batch.scores.tolist()
 
 
+def _llmrouterbench_result(
+    dataset: str, split: str, model: str, records: list[dict[str, object]]
+) -> dict[str, object]:
+    """What LLMRouterBench's ResultsStorage.save_result writes (data_collector/storage.py)."""
+    scored = [r["score"] for r in records if r["score"] is not None]
+    return {
+        "performance": float(np.mean(scored)),
+        "time_taken": 1.0,
+        "prompt_tokens": 40,
+        "completion_tokens": 12,
+        "cost": 0.0,
+        "counts": len(records),
+        "model_name": model,
+        "dataset_name": dataset,
+        "split": split,
+        "demo": False,
+        "extra_metrics": {},
+        "data_fingerprint": "abc",
+        "records": records,
+    }
+
+
 def test_llmrouterbench_results_tree(tmp_path: Path) -> None:
     bench = tmp_path / "results" / "bench"
     for i, model in enumerate(["Qwen3-8B", "GLM-Z1-9B-0414"]):
-        for stamp, bump in (("20250901_101010", 0.0), ("20250902_101010", 1.0)):  # the newest file wins
-            records = [
+        # the newest non-demo file wins (by the timestamp in its name); the demo run is newer still
+        for stamp, bump, demo in (
+            ("20250901_101010", 0.0, False),
+            ("20250902_101010", 1.0, False),
+            ("20250903_101010", 0.0, True),
+        ):
+            records: list[dict[str, object]] = [
                 {
                     "index": j + 1,
                     "origin_query": t,
                     "prompt": f"Question: {t}\nAnswer:",
-                    "prediction": "x",
-                    "ground_truth": "y",
-                    "score": float(bump if j == 0 else SCORES[i, j] if not np.isnan(SCORES[i, j]) else 0),
                     "prompt_tokens": 10,
                     "completion_tokens": 3,
                     "cost": 0.0,
+                    "score": None if np.isnan(SCORES[i, j]) else float(bump if j == 0 else SCORES[i, j]),
+                    "prediction": "x",
+                    "ground_truth": "y",
+                    "raw_output": "x",
+                    "extra_fields": {},
                 }
                 for j, t in enumerate(TEXTS)
             ]
-            perf = float(np.mean([r["score"] for r in records]))
             d = bench / "mmlu_pro" / "test" / model
             d.mkdir(parents=True, exist_ok=True)
-            (d / f"{stamp}.json").write_text(
-                json.dumps({"performance": perf, "counts": 4, "records": records})
-            )
-    batch = importers.read(bench, "llmrouterbench")
+            doc = _llmrouterbench_result("mmlu_pro", "test", model, records) | {"demo": demo}
+            (d / f"mmlu_pro-test-{model}-{stamp}.json").write_text(json.dumps(doc))
+    assert importers.detect_format(tmp_path / "results") == "llmrouterbench"
+    batch = importers.read(tmp_path / "results", "llmrouterbench")
     assert sorted(batch.models) == ["GLM-Z1-9B-0414", "Qwen3-8B"]
     assert batch.questions[0].key == "mmlu_pro:1" and batch.questions[0].text == TEXTS[0]
-    for f in bench.rglob("20250902_101010.json"):
+    assert batch.n_evaluations == 7  # one record was not scored (score null)
+    for f in bench.rglob("*-20250902_101010.json"):
         doc = json.loads(f.read_text())
-        assert _observed_mean(batch, f.parent.name) == pytest.approx(doc["performance"])
+        assert _observed_mean(batch, doc["model_name"]) == pytest.approx(doc["performance"])
     assert {p.run_at.day for p in batch.provenances if p.run_at} == {2}
-    bad = bench / "mmlu_pro" / "test" / "Qwen3-8B" / "20250903_000000.json"
+    bad = bench / "mmlu_pro" / "test" / "Qwen3-8B" / "mmlu_pro-test-Qwen3-8B-20250904_000000.json"
     bad.write_text(json.dumps({"records": [{"index": 1, "origin_query": "q"}]}))
-    with pytest.raises(ImportFormatError, match=r"20250903_000000.json, record 1: a record needs a 'score'"):
+    with pytest.raises(ImportFormatError, match=r"20250904_000000.json, record 1: a record needs a 'score'"):
         importers.read(bench, "llmrouterbench")
 
 
-def test_routereval_score_and_prompt_pickles(ctx: Context, tmp_path: Path) -> None:
+@pytest.mark.parametrize("nested", [False, True])
+def test_routereval_score_and_prompt_pickles(ctx: Context, tmp_path: Path, nested: bool) -> None:
+    # data/leaderboard_score/leaderboard_old.pkl + data/leaderboard_prompt/leaderboard_old_prompt.pkl, as
+    # released (the archives unpack into a nested folder of the same name: both are read)
     data = tmp_path / "data"
-    (data / "leaderboard_score").mkdir(parents=True)
-    (data / "leaderboard_prompt").mkdir()
+    score_dir = data / "leaderboard_score" / ("leaderboard_score" if nested else "")
+    prompt_dir = data / "leaderboard_prompt" / ("leaderboard_prompt" if nested else "")
+    score_dir.mkdir(parents=True)
+    prompt_dir.mkdir(parents=True)
     scores = {
-        "models": MODELS,
+        "model": MODELS,
         "data": {"arc": {"correctness": SCORES.T[:2]}, "gsm8k": {"correctness": SCORES.T[2:]}},
     }
     prompts = {"arc": np.array(TEXTS[:2]), "gsm8k": np.array(TEXTS[2:])}
-    (data / "leaderboard_score" / "old.pkl").write_bytes(pickle.dumps(scores))
-    (data / "leaderboard_prompt" / "old.pkl").write_bytes(pickle.dumps(prompts))
+    (score_dir / "leaderboard_old.pkl").write_bytes(pickle.dumps(scores))
+    (prompt_dir / "leaderboard_old_prompt.pkl").write_bytes(pickle.dumps(prompts))
     assert importers.detect_format(data) == "routereval"
+    assert importers.detect_format(score_dir / "leaderboard_old.pkl") == "routereval"
     batch = importers.read(data, "routereval", allow_pickle=True)
     assert [q.key for q in batch.questions] == ["arc:0", "arc:1", "gsm8k:0", "gsm8k:1"]
+    assert batch.provenances[0].task == "old"
     for name, row in zip(MODELS, SCORES, strict=True):
         assert _observed_mean(batch, name) == pytest.approx(np.nanmean(row))
+    one = importers.read(score_dir / "leaderboard_old.pkl", "routereval", allow_pickle=True)
+    assert one.scores.tolist() == batch.scores.tolist()
     report = services.import_batch(ctx, batch)
     assert (report.models_created, report.evaluations) == (3, 11)
     prompts["gsm8k"] = np.array(TEXTS[2:3])
-    (data / "leaderboard_prompt" / "old.pkl").write_bytes(pickle.dumps(prompts))
+    (prompt_dir / "leaderboard_old_prompt.pkl").write_bytes(pickle.dumps(prompts))
     with pytest.raises(ImportFormatError, match=r"subset 'gsm8k': 2 items but 1 prompts"):
+        importers.read(data, "routereval", allow_pickle=True)
+    (prompt_dir / "leaderboard_old_prompt.pkl").unlink()
+    with pytest.raises(
+        ImportFormatError, match=r"leaderboard_old.pkl: its prompts .*leaderboard_old_prompt.pkl"
+    ):
         importers.read(data, "routereval", allow_pickle=True)
 
 
