@@ -9,8 +9,10 @@ Each server runs in its own process (uvicorn, one worker) on 127.0.0.1; the load
 httpx client with `--concurrency` connections in this process. Every phase stops by itself after
 `--duration` seconds. The registry is the embedded default (SQLite + qdrant-client local mode) with the
 shipped checkpoint, seeded directly (random model vectors: search cost does not depend on where they come
-from). Requests: similar = GET /v1/models/{id}/similar?k=10, fallbacks = GET /v1/models/{id}/fallbacks,
-route = POST /v1/route with one new query text per request (so the query encoder runs each time),
+from), each model scored 0/1 on 96 of 128 registered questions (so `similar`'s behaviour re-ranking has
+shared questions and predicted profiles to compare). Requests: similar = GET /v1/models/{id}/similar?k=10,
+fallbacks = GET /v1/models/{id}/fallbacks, route = POST /v1/route with one new query text per request (so
+the query encoder runs each time) over every model, route_100 = the same over 100 named candidates,
 register = POST /v1/models with 128 evaluations of registered questions. Writes
 benchmarks/results/load.json and prints a table.
 """
@@ -39,6 +41,8 @@ from benchmarks._common import QUERY_CACHE, ROOT, provenance, write_json
 from benchmarks.api import TOPICS, free_port, seed_direct
 
 N_QUESTIONS = 128
+EVALUATED = 96  # questions each seeded model is scored on
+ROUTE_CANDIDATES = 100  # the route_100 phase: one query over this many named candidates
 
 
 # ------------------------------------------------------------------ the minimal baseline server
@@ -125,6 +129,7 @@ def seed(workdir: Path, n_models: int) -> tuple[dict[str, str], str, list[str], 
                 for i, k in enumerate(keys)
             ],
         )
+        seed_evaluations(container, ids, keys, rng)
         key = services.create_api_key(container, "load", ["admin"]).key
         vids, vectors = container.index.scan_models(None)
         vectors_file = workdir / "vectors.npz"
@@ -132,6 +137,21 @@ def seed(workdir: Path, n_models: int) -> tuple[dict[str, str], str, list[str], 
     finally:
         container.close()
     return env, key, [str(i) for i in ids], keys, vectors_file
+
+
+def seed_evaluations(container: Any, ids: list[uuid.UUID], keys: list[str], rng: np.random.Generator) -> None:
+    """Score every model on a random EVALUATED of the N_QUESTIONS questions (0/1), so `similar`'s
+    behaviour re-ranking reads and compares real evidence (shared questions and predicted profiles)."""
+    from registry import repositories as repo
+
+    with container.session_factory() as s, s.begin():
+        qids = list(repo.question_ids_by_keys(s, keys).values())
+        rows = repo.get_models(s, ids)
+        for m in ids:
+            pick = rng.choice(len(qids), EVALUATED, replace=False)
+            items = [(qids[i], float(rng.random() < 0.6), None) for i in pick]
+            repo.upsert_evaluations(s, m, items, new_model=True)
+            repo.set_embedding_state(s, rows[m], container.embedder.fingerprint, EVALUATED)
 
 
 # ------------------------------------------------------------------ the load generator
@@ -235,6 +255,14 @@ def run_pool(n_models: int, args: argparse.Namespace) -> dict[str, Any]:
                 "/v1/route",
                 {"queries": [f"Which model answers load query {n} {uuid.uuid4().hex[:8]} best?"]},
             ),
+            "route_100": lambda n: (
+                "POST",
+                "/v1/route",
+                {
+                    "queries": [f"Which model answers load query {n} {uuid.uuid4().hex[:8]} best?"],
+                    "candidates": ids[:ROUTE_CANDIDATES],
+                },
+            ),
             "register": lambda n: (
                 "POST",
                 "/v1/models",
@@ -271,8 +299,9 @@ def run_pool(n_models: int, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def profile(n_models: int, calls: int, top: int = 15) -> dict[str, Any]:
-    """cProfile of `calls` route (one new query) and registration (128 evaluations) service calls,
-    in-process on a seeded embedded registry: where the time of a request goes, without HTTP."""
+    """cProfile of `calls` similar, fallbacks, route (one new query) and registration (128 evaluations)
+    service calls, in-process on a seeded embedded registry: where the time of a request goes, without
+    HTTP."""
     import cProfile
     import io
     import pstats
@@ -280,19 +309,22 @@ def profile(n_models: int, calls: int, top: int = 15) -> dict[str, Any]:
     from api.wiring import build_container
     from registry import services
     from registry.decisions.schemas import RouteRequest
-    from registry.decisions.service import route_queries
+    from registry.decisions.service import fallbacks, route_queries
     from registry.schemas import EvaluationIn, ModelCreate
     from registry.settings import Settings
 
     out: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="locus-profile-") as tmp:
-        env, _key, _ids, keys, _vectors = seed(Path(tmp), n_models)
+        env, _key, ids, keys, _vectors = seed(Path(tmp), n_models)
+        picks = [uuid.UUID(ids[i]) for i in np.random.default_rng(2).integers(0, len(ids), 100_000)]
         settings = Settings(
             **{k[len("LOCUS_") :].lower(): v for k, v in env.items() if k.startswith("LOCUS_")}
         )
         container = build_container(settings)
         try:
             work: dict[str, Callable[[int], object]] = {
+                "similar": lambda n: services.similar_models(container, picks[n + 1], 10),
+                "fallbacks": lambda n: fallbacks(container, picks[n + 1], 5),
                 "route": lambda n: route_queries(
                     container, RouteRequest(queries=[f"Profiled query {n} {uuid.uuid4().hex}"])
                 ),
@@ -341,7 +373,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--concurrency", type=int, default=8)
     ap.add_argument("--duration", type=float, default=10.0, help="seconds per phase")
     ap.add_argument(
-        "--phases", nargs="+", default=["similar", "fallbacks", "route", "register"], help="registry phases"
+        "--phases",
+        nargs="+",
+        default=["similar", "fallbacks", "route", "route_100", "register"],
+        help="registry phases",
     )
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "load.json")
     ap.add_argument(

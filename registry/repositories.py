@@ -152,6 +152,41 @@ def registry_version(s: Session) -> tuple[int, int, str]:
     return count_models(s) * 1_000_003 + int(n), int(total), str(last)
 
 
+def metadata_version(s: Session) -> tuple[int, int, str, str]:
+    """`registry_version` plus the latest change of a model's columns (`models.updated_at`): caches that
+    hold model metadata (status, prices, parameters) key on it. Tag edits alone do not change it."""
+    latest = s.scalar(select(func.max(ModelRow.updated_at)))
+    return (*registry_version(s), str(latest))
+
+
+def question_version(s: Session) -> tuple[int, str]:
+    """(questions, latest question insert): questions are immutable, so this changes with every new one."""
+    n, last = s.execute(select(func.count(QuestionRow.id), func.max(QuestionRow.created_at))).one()
+    return int(n), str(last)
+
+
+def model_summaries(s: Session) -> list[Any]:
+    """Every model's decision metadata without ORM objects: rows of (id, name, status, provider, params_b,
+    input_price, output_price, license, n_evaluations (None: no embedding state))."""
+    stmt = select(
+        ModelRow.id,
+        ModelRow.name,
+        ModelRow.status,
+        ModelRow.provider,
+        ModelRow.params_b,
+        ModelRow.input_price,
+        ModelRow.output_price,
+        ModelRow.license,
+        EmbeddingStateRow.n_evaluations,
+    ).outerjoin(EmbeddingStateRow, EmbeddingStateRow.model_id == ModelRow.id)
+    return list(s.execute(stmt))
+
+
+def model_ids_where(s: Session, flt: ModelFilter) -> set[uuid.UUID]:
+    """The ids of the models matching the filter (the same conditions as `list_models`)."""
+    return set(s.scalars(select(ModelRow.id).where(*_model_conditions(flt))))
+
+
 def delete_model(s: Session, row: ModelRow) -> None:
     s.delete(row)
     s.flush()
@@ -308,25 +343,56 @@ def model_scores(
 
 
 def model_scores_on(
-    s: Session, model_ids: Sequence[uuid.UUID], question_ids: Sequence[uuid.UUID]
+    s: Session,
+    model_ids: Sequence[uuid.UUID],
+    question_ids: Sequence[uuid.UUID],
+    flt: EvaluationFilter | None = None,
 ) -> dict[uuid.UUID, dict[uuid.UUID, float]]:
-    """Per model its scores on these questions only (question_id -> score): one bounded query."""
+    """Per model its scores on these questions only (question_id -> score): one bounded query.
+
+    With `flt`, only the scores of that provenance."""
     out: dict[uuid.UUID, dict[uuid.UUID, float]] = defaultdict(dict)
     if not model_ids or not question_ids:
         return {}
+    conds = _evaluation_conditions(flt)
     for part in chunks(list(question_ids), 1000):
         stmt = select(EvaluationRow.model_id, EvaluationRow.question_id, EvaluationRow.score).where(
-            EvaluationRow.model_id.in_(list(model_ids)), EvaluationRow.question_id.in_(part)
+            EvaluationRow.model_id.in_(list(model_ids)), EvaluationRow.question_id.in_(part), *conds
         )
+        if conds:
+            stmt = stmt.outerjoin(EvaluationSourceRow, EvaluationSourceRow.id == EvaluationRow.source_id)
         for mid, qid, score in s.execute(stmt):
             out[mid][qid] = score
     return dict(out)
 
 
-def model_question_ids(s: Session, model_id: uuid.UUID) -> list[uuid.UUID]:
-    """The ids of the questions a model was scored on, sorted."""
-    stmt = select(EvaluationRow.question_id).where(EvaluationRow.model_id == model_id)
+def model_question_ids(
+    s: Session, model_id: uuid.UUID, flt: EvaluationFilter | None = None
+) -> list[uuid.UUID]:
+    """The ids of the questions a model was scored on (with `flt`: by scores of that provenance), sorted."""
+    conds = _evaluation_conditions(flt)
+    stmt = select(EvaluationRow.question_id).where(EvaluationRow.model_id == model_id, *conds)
+    if conds:
+        stmt = stmt.outerjoin(EvaluationSourceRow, EvaluationSourceRow.id == EvaluationRow.source_id)
     return sorted(s.scalars(stmt))
+
+
+def models_with_evaluations(
+    s: Session, flt: EvaluationFilter, model_flt: ModelFilter | None = None
+) -> tuple[dict[uuid.UUID, int], int]:
+    """Models matching `model_flt` that hold evaluations of this provenance, with how many each holds,
+    and how many models match `model_flt` without holding any."""
+    mconds = _model_conditions(model_flt or ModelFilter())
+    stmt = (
+        select(EvaluationRow.model_id, func.count())
+        .outerjoin(EvaluationSourceRow, EvaluationSourceRow.id == EvaluationRow.source_id)
+        .join(ModelRow, ModelRow.id == EvaluationRow.model_id)
+        .where(*_evaluation_conditions(flt), *mconds)
+        .group_by(EvaluationRow.model_id)
+    )
+    counts = {mid: int(n) for mid, n in s.execute(stmt)}
+    total = s.scalar(select(func.count()).select_from(ModelRow).where(*mconds)) or 0
+    return counts, total - len(counts)
 
 
 def _evaluation_conditions(flt: EvaluationFilter | None) -> list[ColumnElement[bool]]:
@@ -342,6 +408,8 @@ def _evaluation_conditions(flt: EvaluationFilter | None) -> list[ColumnElement[b
         conds.append(EvaluationRow.source_id.in_(flt.source_ids))
     if flt.min_run_at is not None:
         conds.append(EvaluationSourceRow.run_at >= flt.min_run_at)
+    if flt.max_run_at is not None:
+        conds.append(EvaluationSourceRow.run_at <= flt.max_run_at)
     if flt.with_provenance is True:
         conds.append(EvaluationRow.source_id.is_not(None))
     elif flt.with_provenance is False:

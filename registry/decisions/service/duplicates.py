@@ -13,8 +13,10 @@ from registry.decisions.fingerprint import EvalSet, matched_distances, pair_seed
 from registry.decisions.portfolio import pairwise_distances
 from registry.decisions.schemas import DuplicatePair, DuplicatesRead
 from registry.decisions.service.fingerprint import Judgement, _order, evidence_read, judge
-from registry.decisions.service.pool import brief, load_pool
+from registry.decisions.service.pool import PoolRow, brief, load_pool, n_evaluations
+from registry.decisions.service.provenance import THRESHOLDS, finish, provenance_pool, restricting
 from registry.decisions.service.thresholds import ThresholdProvider, thresholds_read, tolerance_read
+from registry.schemas import EvaluationFilter
 from registry.services.common import question_phi
 from registry.services.context import Context
 from registry.tables import ModelRow
@@ -28,14 +30,17 @@ def duplicates(
     min_shared: int = 1,
     neighbours: int = 3,
     max_shared: int = 512,
+    provenance: EvaluationFilter | None = None,
 ) -> DuplicatesRead:
     """Registered pairs judged `same`, on matched distances over their shared questions where they
     share at least `min_shared` (at most `max_shared`, a seeded sample, are embedded), else on the
     global distance.
 
     Work is bounded: only pairs closer than the global `related` threshold, plus each model's
-    `neighbours` nearest, are compared on shared questions.
+    `neighbours` nearest, are compared on shared questions. `provenance`: only models with evaluations
+    of that provenance, re-embedded from those, compared on their shared questions of that provenance.
     """
+    prov = restricting(provenance)
     got = thresholds.get(ctx)
     if got is None:
         raise InvalidDecisionInput(
@@ -44,7 +49,7 @@ def duplicates(
         )
     th, source = got
     got_m = thresholds.get_matched(ctx)
-    pool = load_pool(ctx, None)
+    pool, pv = (load_pool(ctx, None), None) if prov is None else provenance_pool(ctx, None, prov)
     cand: dict[tuple[int, int], float] = {}
     block = 1024
     for start in range(0, len(pool.ids), block):
@@ -60,7 +65,7 @@ def duplicates(
     shared_n: dict[tuple[int, int], int] = {}
     matched_keys: list[tuple[int, int]] = []
     with ctx.session_factory() as s:
-        scores = repo.model_scores(s, [pool.ids[x] for x in involved])
+        scores = repo.model_scores(s, [pool.ids[x] for x in involved], prov)
         chosen: dict[tuple[int, int], list[uuid.UUID]] = {}
         for i, j in cand:
             a, b = dict(scores.get(pool.ids[i], [])), dict(scores.get(pool.ids[j], []))
@@ -96,12 +101,14 @@ def duplicates(
             th,
             evidence.get((i, j)),
             tol,
-            min(_evaluations(pool.rows[i]), _evaluations(pool.rows[j])),
+            min(_evaluations(pool.rows[i]), _evaluations(pool.rows[j]))
+            if pv is None
+            else min(pv.counts[pool.ids[i]], pv.counts[pool.ids[j]]),
         )  # no candidate cap: the two ARE each other's nearest neighbours when they are duplicates
         if jd.verdict == "same":
             found.append((_order(jd), i, j, jd))
     found.sort(key=lambda f: f[0])
-    return DuplicatesRead(
+    read = DuplicatesRead(
         fingerprint=ctx.embedder.fingerprint,
         thresholds=thresholds_read(th, source),
         matched_thresholds=None if got_m is None else thresholds_read(*got_m),
@@ -123,7 +130,8 @@ def duplicates(
             for _, i, j, jd in found[:limit]
         ],
     )
+    return finish(read, pv, [THRESHOLDS])
 
 
-def _evaluations(row: ModelRow) -> int:
-    return 0 if row.embedding is None else row.embedding.n_evaluations
+def _evaluations(row: ModelRow | PoolRow) -> int:
+    return n_evaluations(row) or 0

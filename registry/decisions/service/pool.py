@@ -1,8 +1,17 @@
-"""Shared by the decision use cases: loading the embedded pool, checking ids and queries, briefs."""
+"""Shared by the decision use cases: loading the embedded pool, checking ids and queries, briefs.
+
+The pool (every embedded model's id, vector and decision metadata) is cached per process, keyed on the
+encoder fingerprint and `repositories.metadata_version`, state stored in SQL: any write that changes
+scores, adds or deletes a model or edits its columns changes the key in every process at once, so
+several workers answer alike. A filtered pool is the cached pool restricted to the ids SQL says match
+the filter (read fresh on every request, tags included).
+"""
 
 from __future__ import annotations
 
+import threading
 import uuid
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
@@ -18,14 +27,38 @@ from registry.services.context import Context
 from registry.tables import ModelRow
 
 
-def price_of(row: ModelRow) -> float | None:
+@dataclass(frozen=True, slots=True)
+class PoolRow:
+    """A model's decision metadata read as plain columns (no ORM object): what briefs, prices and
+    availability need."""
+
+    id: uuid.UUID
+    name: str
+    status: str
+    provider: str | None
+    params_b: float | None
+    input_price: float | None
+    output_price: float | None
+    license: str | None
+    n_evaluations: int | None  # None: no embedding state
+
+
+def n_evaluations(row: ModelRow | PoolRow) -> int | None:
+    """Evaluations behind the model's current embedding (None: not embedded)."""
+    if isinstance(row, PoolRow):
+        return row.n_evaluations
+    return None if row.embedding is None else row.embedding.n_evaluations
+
+
+def price_of(row: ModelRow | PoolRow) -> float | None:
     """input + output price per million tokens; None when neither is known."""
     if row.input_price is None and row.output_price is None:
         return None
     return float(row.input_price or 0.0) + float(row.output_price or 0.0)
 
 
-def brief(row: ModelRow) -> ModelBrief:
+def brief(row: ModelRow | PoolRow) -> ModelBrief:
+    n = n_evaluations(row)
     return ModelBrief(
         id=row.id,
         name=row.name,
@@ -33,8 +66,8 @@ def brief(row: ModelRow) -> ModelBrief:
         provider=row.provider,
         params_b=row.params_b,
         price=price_of(row),
-        n_evaluations=None if row.embedding is None else row.embedding.n_evaluations,
-        provisional=row.embedding is not None and settle_with(row.embedding.n_evaluations) is not None,
+        n_evaluations=n,
+        provisional=n is not None and settle_with(n) is not None,
     )
 
 
@@ -60,24 +93,92 @@ class Pool:
 
     ids: list[uuid.UUID]
     vectors: np.ndarray
-    rows: list[ModelRow]
+    rows: Sequence[ModelRow | PoolRow]
 
     def index_of(self) -> dict[uuid.UUID, int]:
         return {m: i for i, m in enumerate(self.ids)}
 
 
-def load_pool(ctx: Context, flt: ModelFilter | None) -> Pool:
-    """Scan the index for matching models and join their rows (orphan vectors are skipped)."""
+class _PoolCache:
+    """One process's cached full pool for one (index, database): the latest key and its pool."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.key: tuple[object, ...] | None = None
+        self.pool: Pool | None = None
+        self.at: dict[uuid.UUID, int] = {}
+        self.questions: tuple[tuple[object, ...], np.ndarray, list[str]] | None = None
+
+
+# Keyed on the index object (one per container), so two registries in one process never share a pool.
+_CACHES: weakref.WeakKeyDictionary[object, _PoolCache] = weakref.WeakKeyDictionary()
+_CACHES_LOCK = threading.Lock()
+
+
+def _cache_of(ctx: Context) -> _PoolCache:
+    with _CACHES_LOCK:
+        cache = _CACHES.get(ctx.index)
+        if cache is None:
+            cache = _CACHES[ctx.index] = _PoolCache()
+        return cache
+
+
+def _scan_pool(ctx: Context, flt: ModelFilter | None) -> Pool:
+    """Uncached: scan the index for matching models and join their SQL metadata (orphan vectors skipped)."""
     ids, vectors = ctx.index.scan_models(flt)
     with ctx.session_factory() as s:
-        rows = repo.get_models(s, ids)
-        s.expunge_all()
+        rows = {r.id: PoolRow(*r) for r in repo.model_summaries(s)}
     keep = [i for i, m in enumerate(ids) if m in rows]
     return Pool(
         ids=[ids[i] for i in keep],
         vectors=np.asarray(vectors, dtype=np.float32).reshape(len(ids), ctx.embedder.embedding_dim)[keep],
         rows=[rows[ids[i]] for i in keep],
     )
+
+
+def _full_pool(ctx: Context, key: tuple[object, ...]) -> tuple[Pool, dict[uuid.UUID, int]]:
+    """The cached full pool for this key (loaded once per key per process) and its id -> row map."""
+    cache = _cache_of(ctx)
+    with cache.lock:  # one request loads; concurrent ones wait for it instead of scanning too
+        if cache.key != key or cache.pool is None:
+            # Shared by every request, so never modified in place (not flagged read-only: torch warns
+            # on read-only arrays, and the predictor reads them).
+            pool = _scan_pool(ctx, None)
+            cache.pool, cache.at, cache.key = pool, pool.index_of(), key
+        return cache.pool, cache.at
+
+
+def load_pool(ctx: Context, flt: ModelFilter | None, *, cached: bool = True) -> Pool:
+    """Embedded models matching the filter, in index order: the cached full pool restricted to the ids
+    SQL says match (see the module doc). The caller may not modify the arrays in place.
+
+    `cached=False`: scan the index with the filter and read the metadata from SQL now (what the cache
+    must answer exactly like)."""
+    if not cached:
+        return _scan_pool(ctx, flt)
+    with ctx.session_factory() as s:
+        key = (id(ctx.session_factory), ctx.embedder.fingerprint, repo.metadata_version(s))
+        full, _ = _full_pool(ctx, key)
+        if flt is None or flt == ModelFilter():
+            return Pool(ids=list(full.ids), vectors=full.vectors, rows=list(full.rows))
+        match = repo.model_ids_where(s, flt)
+    keep = [i for i, m in enumerate(full.ids) if m in match]
+    return Pool(
+        ids=[full.ids[i] for i in keep], vectors=full.vectors[keep], rows=[full.rows[i] for i in keep]
+    )
+
+
+def pool_subset(ctx: Context, ids: Sequence[uuid.UUID]) -> Pool | None:
+    """These models, in this order, from the cached pool; None unless every one is in it (embedded and
+    registered), so the caller's checks name what is missing."""
+    with ctx.session_factory() as s:
+        key = (id(ctx.session_factory), ctx.embedder.fingerprint, repo.metadata_version(s))
+    full, at = _full_pool(ctx, key)
+    idx = [at.get(m) for m in ids]
+    if any(i is None for i in idx):
+        return None
+    keep = [i for i in idx if i is not None]
+    return Pool(ids=list(ids), vectors=full.vectors[keep], rows=[full.rows[i] for i in keep])
 
 
 def require_models(ctx: Context, ids: Sequence[uuid.UUID], what: str = "model") -> dict[uuid.UUID, ModelRow]:
@@ -123,20 +224,40 @@ def reference_queries(ctx: Context, ref: ReferenceQueries | None) -> tuple[np.nd
         phis.append(mat)
         cats += [r.category or "uncategorised" for r in rows]
     if not phis:
-        with ctx.session_factory() as s:
-            taken: list[tuple[uuid.UUID, str]] = []
-            for batch in repo.iter_questions(s):
-                taken += [(q.id, q.category or "uncategorised") for q in batch]
-                if len(taken) >= ref.limit:
-                    break
-            taken = taken[: ref.limit]
-            if taken:
-                phi, _ = question_phi(ctx, s, [q for q, _ in taken])
-                phis.append(np.stack([phi[q] for q, _ in taken]).astype(np.float32))
-                cats += [c for _, c in taken]
+        phi_reg, cats_reg = _registry_queries(ctx, ref.limit)
+        if cats_reg:
+            phis.append(phi_reg)
+            cats += cats_reg
     if not phis:
         return np.zeros((0, ctx.embedder.query_dim), dtype=np.float32), []
     return np.concatenate(phis).astype(np.float32), cats
+
+
+def _registry_queries(ctx: Context, limit: int) -> tuple[np.ndarray, list[str]]:
+    """The first `limit` registered questions (id order): encodings and categories, cached per process
+    until a question is added (`repositories.question_version`; questions never change)."""
+    cache = _cache_of(ctx)
+    with ctx.session_factory() as s:
+        key = (id(ctx.session_factory), ctx.embedder.fingerprint, repo.question_version(s), limit)
+        with cache.lock:
+            if cache.questions is not None and cache.questions[0] == key:
+                return cache.questions[1], cache.questions[2]
+        taken: list[tuple[uuid.UUID, str]] = []
+        for batch in repo.iter_questions(s):
+            taken += [(q.id, q.category or "uncategorised") for q in batch]
+            if len(taken) >= limit:
+                break
+        taken = taken[:limit]
+        phi_map, _ = question_phi(ctx, s, [q for q, _ in taken])
+    phi = (
+        np.stack([phi_map[q] for q, _ in taken]).astype(np.float32)
+        if taken
+        else np.zeros((0, ctx.embedder.query_dim), np.float32)
+    )
+    cats = [c for _, c in taken]
+    with cache.lock:
+        cache.questions = (key, phi, cats)
+    return phi, cats
 
 
 def _rows(ctx: Context, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, ModelRow]:

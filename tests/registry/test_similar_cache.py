@@ -1,0 +1,99 @@
+"""`similar`'s cached behaviour inputs answer exactly as reading SQL, and every score write shows at once."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sqlalchemy import Engine
+
+from registry import repositories as repo
+from registry import services
+from registry.db import make_engine, make_session_factory
+from registry.ports import ModelFilter
+from registry.schemas import EvaluationIn, ModelCreate, QuestionIn, SimilarModel
+from registry.services import Context, similarity
+from registry.services.models import nearest_to_vector
+from registry.vectors import QdrantIndex
+
+N_Q = 40
+
+
+def register(ctx: Context, n_models: int = 7) -> list[uuid.UUID]:
+    """Models scored on overlapping, partly disjoint question sets, with fractional scores."""
+    services.add_questions(
+        ctx, [QuestionIn(key=f"q{i}", text=f"How many legs have {i} ants?") for i in range(N_Q)]
+    )
+    rng = np.random.default_rng(1)
+    ids = []
+    for m in range(n_models):
+        asked = sorted(rng.choice(N_Q, 24, replace=False).tolist())
+        evals = [
+            EvaluationIn(question=f"q{i}", score=float(rng.integers(0, 5)) / 4 * 0.9 + 0.01 * m)
+            for i in asked
+        ]
+        ids.append(services.register_model(ctx, ModelCreate(name=f"m{m}", evaluations=evals)).id)
+    return ids
+
+
+def candidates(ctx: Context, model_id: uuid.UUID) -> list[SimilarModel]:
+    vec = ctx.index.get_model_vectors([model_id])[model_id]
+    return nearest_to_vector(ctx, vec, 30, ModelFilter(exclude_ids=(model_id,)))
+
+
+def assert_cached_as_uncached(ctx: Context, ids: list[uuid.UUID]) -> None:
+    for m in ids:
+        items = candidates(ctx, m)
+        uncached = similarity.rerank(ctx, m, items, 5, cached=False)
+        assert similarity.rerank(ctx, m, items, 5) == uncached
+        assert similarity.rerank(ctx, m, items, 5) == uncached  # warm
+
+
+def test_cached_behaviour_distance_answers_as_the_uncached(ctx: Context) -> None:
+    ids = register(ctx)
+    assert_cached_as_uncached(ctx, ids)
+    got = services.similar_models(ctx, ids[0], k=4)
+    assert got.items == similarity.rerank(ctx, ids[0], candidates(ctx, ids[0]), 4, cached=False)[0]
+    assert any(it.shared_questions for it in got.items) and all(
+        it.behaviour_distance is not None for it in got.items
+    )
+
+
+def test_a_score_write_changes_the_cached_evidence(ctx: Context) -> None:
+    ids = register(ctx)
+    before = {it.model.id: it for it in services.similar_models(ctx, ids[0], k=6).items}
+    # ids[1] now answers every question exactly as ids[0] did: observed disagreement 0 on all of them
+    with ctx.session_factory() as s:
+        theirs = repo.model_scores(s, [ids[0]])[ids[0]]
+        keys = {q: r.key for q, r in repo.get_questions(s, [q for q, _ in theirs]).items()}
+    services.add_evaluations(ctx, ids[1], [EvaluationIn(question=keys[q], score=y) for q, y in theirs])
+    after = {it.model.id: it for it in services.similar_models(ctx, ids[0], k=6).items}
+    assert after[ids[1]].observed_disagreement == 0.0
+    assert after[ids[1]].shared_questions == len(theirs) != before[ids[1]].shared_questions
+    assert_cached_as_uncached(ctx, ids)
+
+
+@pytest.fixture
+def second_process(db_url: str, engine: Engine, ctx: Context, tmp_path: Path) -> Context:
+    """Another process on the same database: its own engine, vector index (rebuilt from SQL) and caches."""
+    other = Context(
+        session_factory=make_session_factory(make_engine(db_url)),
+        index=QdrantIndex(path=str(tmp_path / "qdrant-b")),
+        embedder=ctx.embedder,
+    )
+    return other
+
+
+def test_two_processes_answer_alike_after_a_write(ctx: Context, second_process: Context) -> None:
+    ids = register(ctx)
+    other = second_process
+    services.reindex(other)
+    assert services.similar_models(ctx, ids[2], k=6) == services.similar_models(other, ids[2], k=6)  # warm
+    services.add_evaluations(ctx, ids[3], [EvaluationIn(question=f"q{i}", score=1.0) for i in range(N_Q)])
+    services.reindex(other)  # local mode: the second process's own index follows SQL only by reindex
+    a, b = services.similar_models(ctx, ids[2], k=6), services.similar_models(other, ids[2], k=6)
+    assert a == b
+    shared = {it.model.id: it.shared_questions for it in a.items}
+    assert shared[ids[3]] == 24  # ids[3] is now scored on every question, ids[2] on 24
