@@ -30,13 +30,7 @@ ROUTERS: list[APIRouter] = [
     drift.router,
 ]
 # Routers of other packages, included when their module exists.
-OPTIONAL_ROUTERS = [
-    "api.routes.decisions",
-    "api.routes.probes",
-    "api.routes.export",
-    "api.routes.atlas",
-    "api.routes.encoders",
-]
+OPTIONAL_ROUTERS = ["api.routes.decisions", "api.routes.probes", "api.routes.export", "api.routes.atlas"]
 
 
 class BodyLimit:

@@ -192,40 +192,13 @@ class EvaluationFilter(Strict):
     tasks: list[str] = Field(default_factory=list)
     source_ids: list[uuid.UUID] = Field(default_factory=list)
     min_run_at: dt.datetime | None = None
-    max_run_at: dt.datetime | None = None
     with_provenance: bool | None = Field(None, description="true: imported scores only; false: the others")
 
-    @field_validator("min_run_at", "max_run_at")
+    @field_validator("min_run_at")
     @classmethod
     def _utc(cls, v: dt.datetime | None) -> dt.datetime | None:
         # A time without a zone is read as UTC (stored run times are UTC).
         return v.replace(tzinfo=dt.UTC) if v is not None and v.tzinfo is None else v
-
-    def is_empty(self) -> bool:
-        """True when the filter keeps every evaluation."""
-        return not self.model_dump(exclude_defaults=True)
-
-
-class ProvenanceUsed(BaseModel):
-    """What a decision restricted to a provenance rested on (the `provenance` of its response)."""
-
-    filter: EvaluationFilter
-    models: int = Field(description="models compared: those with evaluations of this provenance")
-    left_out: int = Field(
-        description="models the decision would otherwise have considered that have no evaluation of this "
-        "provenance (left out)"
-    )
-    evaluations: int = Field(description="evaluations of this provenance the compared models' vectors used")
-    embedding: Literal["recomputed"] = Field(
-        default="recomputed",
-        description="every compared model was embedded on the fly from only its evaluations of this "
-        "provenance (nothing stored); the stored vectors, made from all evaluations, were not used, and "
-        "scores on shared questions were read from this provenance only",
-    )
-    unrestricted: list[str] = Field(
-        default_factory=list,
-        description="parts of the decision that still read the whole registry (e.g. calibrated thresholds)",
-    )
 
 
 class ProvenanceEmbeddingRead(BaseModel):
@@ -383,9 +356,6 @@ class SimilarRead(BaseModel):
         default=None, description="questions the predicted profiles were compared on"
     )
     prior_questions: float | None = None
-    provenance: ProvenanceUsed | None = Field(
-        default=None, description="set when the request restricted the evidence to a provenance"
-    )
 
 
 class ApiKeyCreate(Strict):
@@ -613,111 +583,3 @@ class HistoryRead(BaseModel):
     total: int
     limit: int
     offset: int
-
-
-# ---------------------------------------------------------------- background jobs (registry.jobs)
-
-JobState = Literal["queued", "running", "succeeded", "failed", "cancelled"]
-
-
-class JobCreate(Strict):
-    """A job to run in the background: its kind (GET /v1/jobs/kinds lists them) and its parameters."""
-
-    kind: Annotated[str, StringConstraints(min_length=1, max_length=32)]
-    params: Metadata = Field(default_factory=dict, description="the kind's parameters (validated at submit)")
-
-
-class JobRead(BaseModel):
-    """A job's state and progress; `result` is set once it succeeded, `error` once it failed."""
-
-    id: uuid.UUID
-    kind: str
-    state: JobState
-    params: dict[str, Any]
-    stage: str | None = Field(description="what the job is doing now (e.g. questions, embeddings)")
-    done: int = Field(description="items of the current stage done")
-    total: int | None = Field(description="items of the current stage in all (None: unknown)")
-    rate: float | None = Field(description="items per second in the current stage")
-    eta_s: float | None = Field(description="seconds until the current stage is done, at the current rate")
-    log: list[str] = Field(description="the last lines the job logged (up to 200)")
-    result: dict[str, Any] | None
-    error: str | None
-    cancel_requested: bool
-    attempts: int = Field(description="times a worker started it (above 1: an earlier worker died)")
-    worker: str | None
-    created_by: str | None
-    created_at: dt.datetime
-    started_at: dt.datetime | None
-    heartbeat_at: dt.datetime | None
-    finished_at: dt.datetime | None
-
-
-class JobKindRead(BaseModel):
-    """A job kind this server runs, the scope it needs and its parameters' JSON schema."""
-
-    kind: str
-    scope: Scope
-    description: str
-    params_schema: dict[str, Any]
-
-
-class ImportJobParams(Strict):
-    """Parameters of an `import` job: a file or folder on the server (`path`, under LOCUS_IMPORT_ROOT)
-    or a staged upload (`upload`, set by POST /v1/jobs/imports/upload), read like POST /v1/imports."""
-
-    path: Annotated[str, StringConstraints(min_length=1, max_length=4096)] | None = None
-    upload: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")] | None = Field(
-        default=None, description="a staged upload's id"
-    )
-    local: bool = Field(
-        default=False, description="a path on the CLI's machine (set by `locus-registry import` only)"
-    )
-    format: Annotated[str, StringConstraints(min_length=1, max_length=50)] | None = Field(
-        default=None, description="one of the import formats; None = detected from the files"
-    )
-    model_name: Name | None = None
-    metric: dict[str, str] = Field(default_factory=dict, description='task -> metric ("*": every task)')
-    filter: dict[str, str] = Field(default_factory=dict, description="lm-eval: task -> filter")
-    benchmark: dict[str, str] = Field(default_factory=dict, description="task -> benchmark in question keys")
-    key_by: Literal["id", "text"] = "id"
-    name: Label | None = None
-    limit_models: Annotated[int, Field(ge=0, le=MAX_INT)] | None = None
-
-
-EncoderStatus = Literal["candidate", "building", "serving", "previous", "retired", "failed"]
-
-
-class EncoderRead(BaseModel):
-    """A registered encoder checkpoint and where it stands (exactly one is `serving`)."""
-
-    id: uuid.UUID
-    fingerprint: str
-    path: str
-    status: EncoderStatus
-    generation: int = Field(description="which build of this encoder's vectors is (or was last) in service")
-    report: dict[str, Any] = Field(description="its training / comparison report, when it has one")
-    created_at: dt.datetime
-    promoted_at: dt.datetime | None
-
-
-class EncoderCreate(BaseModel):
-    """Register a checkpoint folder readable by the server as a candidate encoder."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    path: Annotated[str, StringConstraints(min_length=1, max_length=1000)]
-    report: dict[str, Any] | None = None
-
-
-class SwitchReport(BaseModel):
-    """What a promotion, rollback or reindex did: the collections built, the models embedded, timings."""
-
-    fingerprint: str
-    generation: int
-    previous_fingerprint: str | None
-    previous_generation: int | None
-    models: int
-    questions: int
-    caught_up: int = Field(description="models re-embedded because they changed during the build")
-    full_build: bool
-    seconds: float

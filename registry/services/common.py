@@ -16,6 +16,7 @@ from registry.errors import IndexUnavailable, PayloadTooLarge, RegistryError
 from registry.ports import ModelPoint
 from registry.schemas import EmbeddingRead, ModelRead
 from registry.services.context import Context
+from registry.services.history import EmbeddingReason, record_embeddings
 from registry.tables import ModelRow, QuestionRow, utcnow
 
 log = logging.getLogger(__name__)
@@ -138,12 +139,15 @@ def embed_rows(
     rows: Sequence[ModelRow],
     cache: dict[uuid.UUID, np.ndarray] | None = None,
     known: dict[uuid.UUID, list[tuple[uuid.UUID, float]]] | None = None,
+    *,
+    reason: EmbeddingReason | None = None,
 ) -> tuple[list[ModelPoint], dict[uuid.UUID, np.ndarray]]:
     """Embed each model from its full evaluation set in canonical order (sorted by question id).
 
-    Records the embedding state in SQL (flushed). Returns the points to upsert (models with no
-    evaluations get none) and the query encodings that were missing from the index. `known`
-    gives each model's (question_id, score) pairs instead of reading them back from SQL.
+    Records the embedding state in SQL (flushed) and, with a `reason`, one embedding-history row per
+    model (`registry.services.history`; None: the caller records it). Returns the points to upsert
+    (models with no evaluations get none) and the query encodings that were missing from the index.
+    `known` gives each model's (question_id, score) pairs instead of reading them back from SQL.
     """
     if known is not None:  # a brand-new model's full set is exactly what was just written
         scores = {m: sorted(pairs, key=lambda p: p[0]) for m, pairs in known.items()}
@@ -168,6 +172,10 @@ def embed_rows(
     for r, v in zip(todo, vectors, strict=True):
         repo.set_embedding_state(s, r, ctx.embedder.fingerprint, len(scores[r.id]))
         points.append(ModelPoint(id=r.id, vector=v, payload=model_payload(r)))
+    if reason is not None:
+        record_embeddings(
+            s, ctx.embedder.fingerprint, [(p.id, p.vector, len(scores[p.id])) for p in points], reason
+        )
     return points, {q: phi[q] for q in missing}
 
 

@@ -61,7 +61,7 @@ def reindex(ctx: Context, *, progress: Progress | None = None) -> ReindexReport:
         embedded = 0
         for start in range(0, len(ids), MODEL_BATCH):
             batch = list(repo.get_models(s, ids[start : start + MODEL_BATCH]).values())
-            points, new_phi = embed_rows(ctx, s, batch, cache)
+            points, new_phi = embed_rows(ctx, s, batch, cache, reason="reindex")
             upsert_vectors(ctx, points, new_phi)
             embedded += len(points)
             report("models", min(start + MODEL_BATCH, len(ids)), len(ids))
@@ -200,7 +200,7 @@ def import_batch(
             rows.append(model)
             report("evaluations", i + 1, len(names))
         for start in range(0, len(rows), MODEL_BATCH):
-            points, new_phi = embed_rows(ctx, s, rows[start : start + MODEL_BATCH], cache)
+            points, new_phi = embed_rows(ctx, s, rows[start : start + MODEL_BATCH], cache, reason="import")
             upsert_vectors(ctx, points, new_phi)
             report("embeddings", min(start + MODEL_BATCH, len(rows)), len(rows))
         return ImportReport(

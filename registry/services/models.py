@@ -39,7 +39,7 @@ from registry.services.common import (
     upsert_vectors,
 )
 from registry.services.context import Context
-from registry.services.provenance import restricting, similar_with_provenance
+from registry.services.history import EmbeddingReason
 from registry.services.questions import resolve_evaluation_questions
 from registry.services.retry import retry_on_race
 from registry.tables import EvaluationSourceRow, ModelRow
@@ -54,17 +54,29 @@ def _load(s: Session, model_id: uuid.UUID) -> ModelRow:
     return row
 
 
-def _store_evaluations(
-    ctx: Context, s: Session, row: ModelRow, items: Sequence[EvaluationIn], *, new_model: bool
+def store_evaluations(
+    ctx: Context,
+    s: Session,
+    row: ModelRow,
+    items: Sequence[EvaluationIn],
+    *,
+    new_model: bool,
+    reason: EmbeddingReason | None = None,
+    source_id: uuid.UUID | None = None,
 ) -> ModelRead:
-    """Write evaluations (+ inline questions), re-embed the full set, upsert vectors; caller commits."""
+    """Write evaluations (+ inline questions), re-embed the full set, upsert vectors; caller commits.
+
+    `reason` is recorded in the embedding history (default: register for a new model, else
+    evaluations); `source_id` links every score to that provenance record."""
     questions, new_rows = resolve_evaluation_questions(s, items)
     if new_rows:
         repo.add_questions(s, new_rows)
     triples = [(questions[e.question], e.score, e.source) for e in items]
-    repo.upsert_evaluations(s, row.id, triples, new_model=new_model)
+    sources = None if source_id is None else [source_id] * len(triples)
+    repo.upsert_evaluations(s, row.id, triples, new_model=new_model, source_ids=sources)
     known = {row.id: [(q, y) for q, y, _ in triples]} if new_model else None
-    points, new_phi = embed_rows(ctx, s, [row], known=known)
+    why: EmbeddingReason = reason or ("register" if new_model else "evaluations")
+    points, new_phi = embed_rows(ctx, s, [row], known=known, reason=why)
     upsert_vectors(ctx, points, new_phi)
     return to_model_read(row, points[0].vector if points else None)
 
@@ -91,7 +103,7 @@ def register_model(ctx: Context, data: ModelCreate) -> ModelRead:
         repo.set_tags(row, data.tags)
         repo.add_model(s, row)  # NameTaken, also when a concurrent registration won
         if data.evaluations:
-            return _store_evaluations(ctx, s, row, data.evaluations, new_model=True)
+            return store_evaluations(ctx, s, row, data.evaluations, new_model=True)
         return to_model_read(row)
 
 
@@ -103,7 +115,7 @@ def add_evaluations(ctx: Context, model_id: uuid.UUID, items: Sequence[Evaluatio
     check_size(ctx, len(items), "evaluations")
     with ctx.session_factory() as s, s.begin():
         row = _load(s, model_id)
-        return _store_evaluations(ctx, s, row, items, new_model=False)
+        return store_evaluations(ctx, s, row, items, new_model=False)
 
 
 def get_model(ctx: Context, model_id: uuid.UUID, *, include_vector: bool = False) -> ModelRead:
@@ -231,25 +243,18 @@ def similar_models(
     k: int = 10,
     flt: ModelFilter | None = None,
     rank_by: Literal["behaviour", "embedding"] = "behaviour",
-    provenance: EvaluationFilter | None = None,
 ) -> SimilarRead:
     """The k models nearest to this one (itself excluded) that satisfy the filter.
 
     `behaviour` (default): the max(3k, 30) nearest by vector search, re-ranked by behaviour distance:
     predicted-profile distance and the observed disagreement on shared questions
-    (`registry.services.similarity`). `provenance`: on evaluations of that provenance only
-    (`registry.services.provenance`).
+    (`registry.services.similarity`).
     """
     if k < 1:
         raise InvalidInput(f"k must be at least 1, got {k}")
     with ctx.session_factory() as s:
         if not repo.model_exists(s, model_id):
             raise NotFound(f"model {model_id} does not exist")
-    prov = restricting(provenance)
-    if prov is not None:
-        base = flt or ModelFilter()
-        flt_p = dataclasses.replace(base, exclude_ids=(*base.exclude_ids, model_id))
-        return similar_with_provenance(ctx, model_id, k, flt_p, rank_by, prov)
     vec = ctx.index.get_model_vectors([model_id]).get(model_id)
     if vec is None:
         raise EmbeddingMissing(

@@ -16,7 +16,6 @@ from registry.decisions.service.pool import (
     require_models,
     to_filter,
 )
-from registry.decisions.service.provenance import REFERENCE, finish, provenance_pool, restricting
 from registry.services.context import Context
 
 
@@ -27,17 +26,9 @@ def portfolio(ctx: Context, req: PortfolioRequest) -> PortfolioRead:
     if req.param_budget is not None and req.price_budget is not None:
         raise InvalidDecisionInput("give param_budget or price_budget, not both")
     require_models(ctx, [*req.include, *req.exclude])
-    prov = restricting(req.provenance)
-    pv = None
-    if prov is None:
-        pool = load_pool(ctx, to_filter(req.filters))
-    else:  # every model re-embedded from its evaluations of this provenance only
-        pool, pv = provenance_pool(ctx, to_filter(req.filters), prov)
+    pool = load_pool(ctx, to_filter(req.filters))
     if not pool.ids:
-        raise EmptyCandidatesError(
-            "no embedded model matches the portfolio filters"
-            + ("" if prov is None else " and has evaluations of this provenance")
-        )
+        raise EmptyCandidatesError("no embedded model matches the portfolio filters")
     at = pool.index_of()
     outside = [str(m) for m in req.include if m not in at]
     if outside:
@@ -73,7 +64,7 @@ def portfolio(ctx: Context, req: PortfolioRequest) -> PortfolioRead:
     chosen_rows = [pool.rows[i] for i in port.chosen]
     params = [r.params_b for r in chosen_rows]
     prices = [price_of(r) for r in chosen_rows]
-    read = PortfolioRead(
+    return PortfolioRead(
         method=port.method,
         fingerprint=ctx.embedder.fingerprint,
         pool_size=len(pool.ids),
@@ -94,4 +85,3 @@ def portfolio(ctx: Context, req: PortfolioRequest) -> PortfolioRead:
         predicted_accuracy=acc,
         predicted_accuracy_full_pool=full,
     )
-    return finish(read, pv, [REFERENCE])

@@ -1,0 +1,118 @@
+"""Drift verdicts: does an endpoint, probed again, still behave like the model registered for it?
+
+The same evidence as fingerprinting (`registry.decisions.evidence`): the endpoint's new scores and the
+model's stored scores on the questions both cover, their disagreement rate with one-sided
+Clopper-Pearson bounds at the registry's tolerance. Drift is a one-model question, so the two sides
+of the verdict use different thresholds:
+
+- `same` (not drifted): the upper bound is below the `same` tolerance, lowered to half the model's
+  disagreement with its nearest registered neighbour (`candidate_cap`): a swap for that neighbour is
+  never called `same`. Exactly the fingerprint's `same`.
+- `different` (drifted): the lower bound reaches the registry's `same` tolerance (no cap), on at least
+  `min_shared` shared questions: the endpoint disagrees with its own registered scores more than two
+  sides the registry calls one model do, with error at most alpha. The fingerprint verdict the same
+  evidence supports (`related`: a close variant, e.g. a quantised or re-prompted model; `different`:
+  another model) is kept as the `kind` of drift.
+- `undetermined`: anything else, with how many shared questions would decide it at the observed rate.
+  Thin evidence never flags: below `min_shared` shared questions the answer is `undetermined`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+from registry.decisions.evidence import (
+    EvidenceVerdict,
+    SharedEvidence,
+    Tolerance,
+    bounds,
+    questions_needed,
+    verdict,
+)
+
+DriftVerdict = Literal["same", "different", "undetermined"]
+MIN_SHARED = 32  # fewest shared questions on which a drift flag may be raised
+
+
+@dataclass(frozen=True)
+class DriftJudgement:
+    """The verdict on one re-probe and what it rests on."""
+
+    verdict: DriftVerdict
+    kind: EvidenceVerdict  # the fingerprint verdict of the same evidence (uncapped unless `same`)
+    same_below: float  # the upper bound must fall below this for `same`
+    flag_at: float  # the lower bound must reach this for `different`
+    questions_needed: int | None  # shared questions that would decide, at the observed rate
+    why: str
+
+
+def questions_to_flag(rate: float, flag_at: float, alpha: float, limit: int = 100_000) -> int | None:
+    """Shared questions at which the observed `rate`, if it held, would flag drift (lower >= flag_at);
+    None when it cannot (the rate is not above the threshold) or needs more than `limit`."""
+    if not math.isfinite(rate) or rate <= flag_at:
+        return None
+
+    def ok(n: int) -> bool:
+        return bounds(rate * n, n, alpha)[0] >= flag_at
+
+    hi = 8
+    while not ok(hi):
+        hi *= 2
+        if hi > limit:
+            return None
+    lo = hi // 2
+    while lo + 1 < hi:  # smallest n in (lo, hi] that decides
+        mid = (lo + hi) // 2
+        if ok(mid):
+            hi = mid
+        else:
+            lo = mid
+    return hi
+
+
+def judge_drift(
+    ev: SharedEvidence, tol: Tolerance, cap: float | None = None, *, min_shared: int = MIN_SHARED
+) -> DriftJudgement:
+    """The drift verdict of one re-probe's evidence (see the module doc)."""
+    same_below = tol.same if cap is None else min(tol.same, cap)
+    flag_at = tol.same
+    if ev.shared == 0:
+        return DriftJudgement(
+            "undetermined",
+            "undetermined",
+            same_below,
+            flag_at,
+            None,
+            "no submitted question is among the model's stored scores: probe it on questions it was "
+            "registered with (the probe set, GET /v1/probes)",
+        )
+    said = (
+        f"disagrees with its registered scores on {ev.disagreements:g} of {ev.shared} shared questions "
+        f"(rate {ev.rate:.3f}, {1 - tol.alpha:.0%} bounds {ev.lower:.3f}-{ev.upper:.3f})"
+    )
+    if verdict(ev, tol, cap) == "same":
+        return DriftJudgement(
+            "same", "same", same_below, flag_at, None, f"{said}: the upper bound is below {same_below:.3f}"
+        )
+    kind = verdict(ev, tol)
+    if kind in ("related", "different") and ev.shared >= min_shared:
+        what = "a close variant of it (related)" if kind == "related" else "another model (different)"
+        return DriftJudgement(
+            "different",
+            kind,
+            same_below,
+            flag_at,
+            None,
+            f"{said}: the lower bound reaches the same-model tolerance {flag_at:.3f}; the endpoint now "
+            f"behaves like {what}",
+        )
+    if ev.rate > flag_at:
+        need = max(questions_to_flag(ev.rate, flag_at, tol.alpha) or 0, min_shared)
+        why = f"{said}: too few shared questions to flag drift ({need} would, at this rate)"
+        return DriftJudgement("undetermined", "undetermined", same_below, flag_at, need, why)
+    need_same = questions_needed(ev.rate, tol, cap)
+    why = f"{said}: neither bound decides (same needs the upper bound below {same_below:.3f}"
+    why += ")" if need_same is None else f"; {need_same} shared questions would, at this rate)"
+    return DriftJudgement("undetermined", "undetermined", same_below, flag_at, need_same, why)
