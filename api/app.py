@@ -30,7 +30,13 @@ ROUTERS: list[APIRouter] = [
     drift.router,
 ]
 # Routers of other packages, included when their module exists.
-OPTIONAL_ROUTERS = ["api.routes.decisions", "api.routes.probes", "api.routes.export", "api.routes.atlas"]
+OPTIONAL_ROUTERS = [
+    "api.routes.decisions",
+    "api.routes.probes",
+    "api.routes.export",
+    "api.routes.atlas",
+    "api.routes.encoders",
+]
 
 
 class BodyLimit:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol
 
 from fastapi import Depends, Query, Request
 from fastapi.dependencies.models import Dependant
@@ -18,13 +18,29 @@ from registry.services import Context
 from registry.settings import Settings
 
 
+class ServingResolver(Protocol):
+    """Gives the container bound to the encoder in service (`api.serving.ServingSwitch`)."""
+
+    def current(self) -> Container: ...
+
+    def refresh(self) -> None: ...
+
+
 @dataclass
 class Container(Context):
-    """The app's collaborators: a registry `Context` (pass it to services) plus settings and engine."""
+    """The app's collaborators: a registry `Context` (pass it to services) plus settings and engine.
+
+    With `serving` set (the built app), each request gets the container bound to the encoder in
+    service at that moment (`get_container`); without it (tests' own containers) this one answers."""
 
     settings: Settings = field(kw_only=True)
     engine: Engine | None = field(default=None, kw_only=True)
     read_engine: Engine | None = field(default=None, kw_only=True)
+    serving: ServingResolver | None = field(default=None, kw_only=True)
+
+    def current(self) -> Container:
+        """The container bound to the encoder in service now (one snapshot per request)."""
+        return self.serving.current() if self.serving is not None else self
 
     def close(self) -> None:
         """Release the index (frees the local-mode lock) and the database pool."""
@@ -37,9 +53,9 @@ class Container(Context):
 
 
 def get_container(request: Request) -> Container:
-    """The container built in the app's lifespan."""
+    """The container built in the app's lifespan, bound to the encoder in service for this request."""
     container: Container = request.app.state.container
-    return container
+    return container.current()
 
 
 ContainerDep = Annotated[Container, Depends(get_container)]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from api import lifecycle, training
 from api.importing import load_batch
 from registry.importers import ImportBatch, ImportOptions
 from registry.jobs import JobRunner, register_kind
@@ -38,6 +39,8 @@ def install(settings: Settings, *, local: bool = False) -> None:
         "upload staged by POST /v1/jobs/imports/upload); re-runs start over (imports are idempotent).",
         check=check_params(places),
     )
+    lifecycle.install()  # reindex, promote, rollback
+    training.install(settings)  # train
 
 
 def start_runner(ctx: Context, settings: Settings) -> JobRunner | None:

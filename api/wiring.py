@@ -9,11 +9,13 @@ import torch
 from sqlalchemy import Engine
 
 from api.deps import Container
+from api.serving import EmbedderCache, ServingSwitch
 from encoder.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
 from encoder.inference import LocusEmbedder
 from encoder.query import QueryEncoder
 from registry import migrate
 from registry.db import make_engine, make_session_factory
+from registry.services.encoders import ensure_serving
 from registry.settings import Settings
 from registry.vectors import QdrantIndex
 
@@ -93,4 +95,9 @@ def build_container(settings: Settings) -> Container:
         read_engine=read_engine,
     )
     container.ensure_collections()
+    # The encoder in service is recorded in SQL (the configured checkpoint on a new registry); a
+    # promotion made since may have switched it: requests resolve it through `container.serving`.
+    path = str(Path(settings.encoder_checkpoint or DEFAULT_CHECKPOINT).resolve())
+    ensure_serving(container, path)
+    container.serving = ServingSwitch(container, EmbedderCache(embedder, embedder.query_encoder))
     return container

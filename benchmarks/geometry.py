@@ -25,7 +25,6 @@ import dataclasses
 import json
 import logging
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,11 +33,10 @@ import torch
 
 from benchmarks._common import load_sources, provenance, write_json
 from benchmarks.quality import trained_model
-from encoder import metrics
 from encoder.baselines import LatentConfig, LatentRouter
 from encoder.config import LocusConfig
 from encoder.data import EvalSource
-from encoder.geometry import geometry_report, own_samples
+from encoder.evaluation import evaluate
 from encoder.inference import LocusEmbedder
 from encoder.train import TrainConfig, TrainSource, prepare_source
 
@@ -67,23 +65,6 @@ COLUMNS = (
 )
 
 
-def latent_placer(
-    router: LatentRouter, labels: np.ndarray, phi: np.ndarray
-) -> Callable[[list[np.ndarray]], np.ndarray]:
-    """Places every model from its own samples with a fitted MF / IRT router; returns its vectors."""
-
-    def place(samples: list[np.ndarray]) -> np.ndarray:
-        cols = np.unique(np.concatenate(samples))
-        pos = np.searchsorted(cols, np.arange(labels.shape[1]))
-        lab = np.full((labels.shape[0], len(cols)), np.nan, dtype=np.float32)
-        for m, q in enumerate(samples):
-            lab[m, pos[q]] = labels[m, q]
-        placed = router.place(phi[cols], lab)
-        return np.asarray(placed._v.numpy())  # the baseline's fitted model vectors
-
-    return place
-
-
 def fit_latent(kinds: list[str], fit_on: list[TrainSource], seed: int) -> dict[str, LatentRouter]:
     """Fit MF / IRT on the training models' train-question evaluations of these sources (block matrix)."""
     phis, blocks = [], []
@@ -101,70 +82,6 @@ def fit_latent(kinds: list[str], fit_on: list[TrainSource], seed: int) -> dict[s
     for kind in kinds:
         cfg = LatentConfig(dim=232) if kind == "mf" else LatentConfig(dim=32)
         out[kind] = LatentRouter(kind, cfg).fit(phi, lab, seed=seed)
-    return out
-
-
-def routing(
-    emb: LocusEmbedder, ts: TrainSource, focus: np.ndarray | None, k: int, seed: int
-) -> dict[str, float]:
-    """Routing hit@1 over all models of the source and correctness accuracy of the focus models, every
-    model embedded from its own k random train-question evaluations, on test questions."""
-    src: EvalSource = ts.source
-    rng = np.random.default_rng(seed + 99)
-    samples = own_samples(src.labels, ts.split.train, k, rng)
-    z = emb.embed([(ts.phi[q], src.labels[m, q]) for m, q in enumerate(samples)])
-    y = src.labels[:, ts.split.test].T  # (Q, M)
-    p = emb.predict(z, ts.phi[ts.split.test])
-    cols = np.arange(src.n_models) if focus is None else focus
-    return {
-        "routing_hit1": metrics.routing_hit_at_k(p, y, k=1),
-        "best_single_hit1": metrics.best_single(src.labels[:, ts.split.train].T, y),
-        "oracle_hit1": metrics.oracle(y),
-        "correctness_acc": metrics.correctness_accuracy(p[:, cols], y[:, cols]),
-    }
-
-
-def evaluate(
-    emb: LocusEmbedder,
-    ts: TrainSource,
-    focus: np.ndarray | None,
-    ks: list[int],
-    seed: int,
-    latent: dict[str, LatentRouter],
-) -> dict[str, Any]:
-    """Geometry at every K (and routing at K=128) on one source's test questions."""
-    src = ts.source
-    extra = {name: latent_placer(r, src.labels, ts.phi) for name, r in latent.items()}
-    out: dict[str, Any] = {
-        "models": src.n_models,
-        "focus_models": src.n_models if focus is None else len(focus),
-        "by_k": {},
-    }
-    for k in ks:
-        rep = geometry_report(
-            emb.embed,
-            src.labels,
-            ts.phi,
-            ts.split.train,
-            ts.split.test,
-            k=k,
-            seed=seed * 1000 + k,
-            focus=focus,
-            extra_vectors=extra if k == 128 else None,
-            predict=emb.predict,
-        )
-        if k == 128:
-            rep.update(routing(emb, ts, focus, k, seed))
-        out["by_k"][str(k)] = rep
-        log.info(
-            "%s K=%d r=%.3f accdiff=%.3f ceil=%.3f tpr=%.2f",
-            src.name,
-            k,
-            rep["pearson"],
-            rep["acc_diff_pearson"],
-            rep["ceiling"],
-            rep["same_tpr"],
-        )
     return out
 
 

@@ -24,7 +24,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -322,11 +322,13 @@ def train(
     resume: bool = False,
     progress: bool = True,
     stop_after: int | None = None,
+    on_step: Callable[[int, int], None] | None = None,
 ) -> TrainResult:
     """Train `model` in place; the best validation weights are loaded back at the end.
 
     `stop_after` ends this invocation at that step (state saved when `out_dir` is given), so a long
-    run can be split into pieces and continued with `resume=True`.
+    run can be split into pieces and continued with `resume=True`. `on_step(step, steps)` is called
+    after every step (a background job reports progress there, and stops the run by raising).
     """
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -386,6 +388,8 @@ def train(
         step += 1
         running = loss.item() if math.isnan(running) else 0.95 * running + 0.05 * loss.item()
         bar.update(1)
+        if on_step is not None:
+            on_step(step, cfg.steps)
         if step % cfg.eval_every == 0 or step == cfg.steps:
             val = evaluate_split(model, sources, k=cfg.val_k, split="val", seed=seed)
             score = float(np.mean([m["hit1"] for m in val.values()])) if val else -running

@@ -93,8 +93,26 @@ class ScoredId:
 class VectorIndex(Protocol):
     """Everything the registry asks of the vector database (implemented in `registry.vectors`)."""
 
-    def ensure_collections(self, fingerprint: str, model_dim: int, query_dim: int) -> None:
-        """Create (if absent) and select the collections tied to this encoder fingerprint."""
+    def ensure_collections(
+        self, fingerprint: str, model_dim: int, query_dim: int, generation: int = 0
+    ) -> None:
+        """Create (if absent) and select the collections tied to this encoder fingerprint (and build)."""
+        ...
+
+    def view(self, fingerprint: str, model_dim: int, query_dim: int, generation: int = 0) -> VectorIndex:
+        """Another index on the same store bound to another encoder's (or build's) collections."""
+        ...
+
+    def drop_collections(self, fingerprint: str, generation: int) -> None:
+        """Delete one build's collections (never the bound ones)."""
+        ...
+
+    def set_serving_alias(self) -> None:
+        """Point the serving aliases at the bound collections, atomically."""
+        ...
+
+    def model_ids(self) -> set[uuid.UUID]:
+        """Ids of every model point in the bound collection."""
         ...
 
     def healthy(self) -> bool: ...
@@ -114,6 +132,7 @@ class VectorIndex(Protocol):
     def upsert_questions(self, ids: Sequence[uuid.UUID], vectors: np.ndarray) -> None: ...
     def get_question_vectors(self, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, np.ndarray]: ...
     def delete_questions(self, ids: Sequence[uuid.UUID]) -> None: ...
+    def count_questions(self) -> int: ...
 
     def reset(self) -> None:
         """Drop and recreate the current fingerprint's collections (used by reindex)."""

@@ -192,13 +192,40 @@ class EvaluationFilter(Strict):
     tasks: list[str] = Field(default_factory=list)
     source_ids: list[uuid.UUID] = Field(default_factory=list)
     min_run_at: dt.datetime | None = None
+    max_run_at: dt.datetime | None = None
     with_provenance: bool | None = Field(None, description="true: imported scores only; false: the others")
 
-    @field_validator("min_run_at")
+    @field_validator("min_run_at", "max_run_at")
     @classmethod
     def _utc(cls, v: dt.datetime | None) -> dt.datetime | None:
         # A time without a zone is read as UTC (stored run times are UTC).
         return v.replace(tzinfo=dt.UTC) if v is not None and v.tzinfo is None else v
+
+    def is_empty(self) -> bool:
+        """True when the filter keeps every evaluation."""
+        return not self.model_dump(exclude_defaults=True)
+
+
+class ProvenanceUsed(BaseModel):
+    """What a decision restricted to a provenance rested on (the `provenance` of its response)."""
+
+    filter: EvaluationFilter
+    models: int = Field(description="models compared: those with evaluations of this provenance")
+    left_out: int = Field(
+        description="models the decision would otherwise have considered that have no evaluation of this "
+        "provenance (left out)"
+    )
+    evaluations: int = Field(description="evaluations of this provenance the compared models' vectors used")
+    embedding: Literal["recomputed"] = Field(
+        default="recomputed",
+        description="every compared model was embedded on the fly from only its evaluations of this "
+        "provenance (nothing stored); the stored vectors, made from all evaluations, were not used, and "
+        "scores on shared questions were read from this provenance only",
+    )
+    unrestricted: list[str] = Field(
+        default_factory=list,
+        description="parts of the decision that still read the whole registry (e.g. calibrated thresholds)",
+    )
 
 
 class ProvenanceEmbeddingRead(BaseModel):
@@ -356,6 +383,9 @@ class SimilarRead(BaseModel):
         default=None, description="questions the predicted profiles were compared on"
     )
     prior_questions: float | None = None
+    provenance: ProvenanceUsed | None = Field(
+        default=None, description="set when the request restricted the evidence to a provenance"
+    )
 
 
 class ApiKeyCreate(Strict):
@@ -418,6 +448,63 @@ class ProbeSetRead(BaseModel):
     eligible_questions: int = Field(description="questions scored by enough models to be judged")
     method: str
     questions: list[ProbeQuestionRead]
+
+
+# ---------------------------------------------------------------- embedding history (issue 10)
+
+
+class HistoryEntryRead(BaseModel):
+    """One (re-)embedding of a model."""
+
+    fingerprint: str = Field(description="the encoder that made the vector")
+    serving: bool = Field(description="made by the encoder in service")
+    n_evaluations: int
+    reason: str = Field(description="register, evaluations, import, reindex, promote or probe")
+    created_at: dt.datetime
+    distance_prev: float | None = Field(
+        description="Euclidean distance to the model's previous vector under the same encoder (None: first)"
+    )
+    relative_prev: float | None = Field(
+        default=None,
+        description="distance_prev over the registry's nearest-neighbour scale (serving encoder only): 1.0 "
+        "is as far as a typical model is from its nearest registered neighbour",
+    )
+
+
+class HistorySummaryRead(BaseModel):
+    """How far the model moved under the serving encoder, and why (re-probes apart: they describe the
+    endpoint, not a new vector of the model)."""
+
+    embeddings: int = Field(description="embeddings recorded under the serving encoder")
+    first_at: dt.datetime | None = None
+    last_at: dt.datetime | None = None
+    n_evaluations_first: int | None = None
+    n_evaluations_last: int | None = None
+    net_distance: float | None = Field(default=None, description="first to latest vector, Euclidean")
+    net_relative: float | None = Field(default=None, description="net_distance over the neighbour scale")
+    path_length: float | None = Field(default=None, description="sum of the steps between embeddings")
+    reasons: dict[str, int] = Field(default_factory=dict, description="re-embeddings by reason")
+    moved_by: dict[str, float] = Field(default_factory=dict, description="path length by reason")
+    probes: int = Field(
+        default=0, description="re-probes recorded (their embeddings do not change the model's vector)"
+    )
+    other_encoders: int = Field(default=0, description="other encoders the model has history under")
+    why: str
+
+
+class HistoryRead(BaseModel):
+    """A page of a model's embedding history (newest first) and its summary."""
+
+    model_id: uuid.UUID
+    fingerprint: str = Field(description="the serving encoder")
+    neighbour_scale: float | None = Field(
+        description="median distance from a model to its nearest registered neighbour (serving encoder)"
+    )
+    summary: HistorySummaryRead
+    items: list[HistoryEntryRead]
+    total: int
+    limit: int
+    offset: int
 
 
 # ---------------------------------------------------------------- background jobs (registry.jobs)
@@ -526,60 +613,3 @@ class SwitchReport(BaseModel):
     caught_up: int = Field(description="models re-embedded because they changed during the build")
     full_build: bool
     seconds: float
-
-
-# ---------------------------------------------------------------- embedding history (issue 10)
-
-
-class HistoryEntryRead(BaseModel):
-    """One (re-)embedding of a model."""
-
-    fingerprint: str = Field(description="the encoder that made the vector")
-    serving: bool = Field(description="made by the encoder in service")
-    n_evaluations: int
-    reason: str = Field(description="register, evaluations, import, reindex, promote or probe")
-    created_at: dt.datetime
-    distance_prev: float | None = Field(
-        description="Euclidean distance to the model's previous vector under the same encoder (None: first)"
-    )
-    relative_prev: float | None = Field(
-        default=None,
-        description="distance_prev over the registry's nearest-neighbour scale (serving encoder only): 1.0 "
-        "is as far as a typical model is from its nearest registered neighbour",
-    )
-
-
-class HistorySummaryRead(BaseModel):
-    """How far the model moved under the serving encoder, and why (re-probes apart: they describe the
-    endpoint, not a new vector of the model)."""
-
-    embeddings: int = Field(description="embeddings recorded under the serving encoder")
-    first_at: dt.datetime | None = None
-    last_at: dt.datetime | None = None
-    n_evaluations_first: int | None = None
-    n_evaluations_last: int | None = None
-    net_distance: float | None = Field(default=None, description="first to latest vector, Euclidean")
-    net_relative: float | None = Field(default=None, description="net_distance over the neighbour scale")
-    path_length: float | None = Field(default=None, description="sum of the steps between embeddings")
-    reasons: dict[str, int] = Field(default_factory=dict, description="re-embeddings by reason")
-    moved_by: dict[str, float] = Field(default_factory=dict, description="path length by reason")
-    probes: int = Field(
-        default=0, description="re-probes recorded (their embeddings do not change the model's vector)"
-    )
-    other_encoders: int = Field(default=0, description="other encoders the model has history under")
-    why: str
-
-
-class HistoryRead(BaseModel):
-    """A page of a model's embedding history (newest first) and its summary."""
-
-    model_id: uuid.UUID
-    fingerprint: str = Field(description="the serving encoder")
-    neighbour_scale: float | None = Field(
-        description="median distance from a model to its nearest registered neighbour (serving encoder)"
-    )
-    summary: HistorySummaryRead
-    items: list[HistoryEntryRead]
-    total: int
-    limit: int
-    offset: int

@@ -75,6 +75,9 @@ class Settings(BaseSettings):
     job_dir: Path = Field(
         default=Path("data/jobs"), description="Staging folder of uploads that jobs import."
     )
+    encoder_dir: Path = Field(
+        default=Path("data/encoders"), description="Where `train` jobs write the checkpoints they train."
+    )
     host: str = Field(default="127.0.0.1", description="Address `locus-registry serve` binds to.")
     port: int = Field(default=8000, ge=1, le=65535, description="Port `locus-registry serve` listens on.")
     log_level: str = Field(default="info", description="Log level of the server.")

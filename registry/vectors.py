@@ -2,7 +2,10 @@
 
 One adapter serves the three qdrant-client modes: in memory (":memory:"), local on disk (`path`),
 and a server (`url`). Collections are named after the encoder fingerprint (`models_<fp>`,
-`questions_<fp>`), so vectors of two encoder versions never mix. Distances are Euclidean.
+`questions_<fp>`), so vectors of two encoder versions never mix; a rebuild of one encoder's vectors
+(reindex, promotion) goes into the next *generation* (`models_<fp>_g<n>`) beside the one in service.
+The aliases `models_serving` / `questions_serving` point at the collections in service and are
+switched in one atomic Qdrant call. Distances are Euclidean.
 """
 
 from __future__ import annotations
@@ -36,7 +39,14 @@ PAYLOAD_INDEXES: dict[str, qm.PayloadSchemaType] = {
     "output_price": qm.PayloadSchemaType.FLOAT,
 }
 UPSERT_BATCH = 512
+SERVING_ALIASES = ("models_serving", "questions_serving")
 log = logging.getLogger(__name__)
+
+
+def collection_names(fingerprint: str, generation: int = 0) -> tuple[str, str]:
+    """The models and questions collections of one build of an encoder's vectors."""
+    suffix = f"_g{generation}" if generation else ""
+    return f"models_{fingerprint}{suffix}", f"questions_{fingerprint}{suffix}"
 
 
 def to_filter(flt: ModelFilter | None) -> qm.Filter | None:
@@ -116,6 +126,7 @@ class QdrantIndex:
         self._questions: str | None = None
         self._model_dim = 0
         self._query_dim = 0
+        self._owner = True  # views share the client; only the index that made it closes it
 
     # ------------------------------------------------------------ lifecycle
 
@@ -131,9 +142,11 @@ class QdrantIndex:
             raise RuntimeError("call ensure_collections(fingerprint, ...) first")
         return self._questions
 
-    def ensure_collections(self, fingerprint: str, model_dim: int, query_dim: int) -> None:
-        """Create (if absent) and select `models_<fp>` and `questions_<fp>`."""
-        self._models, self._questions = f"models_{fingerprint}", f"questions_{fingerprint}"
+    def ensure_collections(
+        self, fingerprint: str, model_dim: int, query_dim: int, generation: int = 0
+    ) -> None:
+        """Create (if absent) and select the collections of this encoder (and build generation)."""
+        self._models, self._questions = collection_names(fingerprint, generation)
         self._qcache.clear()
         self._model_dim, self._query_dim = model_dim, query_dim
         with self._lock:
@@ -191,6 +204,64 @@ class QdrantIndex:
             for field, schema in PAYLOAD_INDEXES.items():
                 self._client.create_payload_index(name, field_name=field, field_schema=schema)
 
+    def view(self, fingerprint: str, model_dim: int, query_dim: int, generation: int = 0) -> QdrantIndex:
+        """Another index on the same client (and lock), bound to another encoder's collections: the
+        serving switch and background builds use views so a request never sees a half-switched index."""
+        other = QdrantIndex.__new__(QdrantIndex)
+        other.__dict__.update(self.__dict__)
+        other._owner = False
+        other._qcache = {}
+        other._qcache_lock = threading.Lock()
+        other.ensure_collections(fingerprint, model_dim, query_dim, generation)
+        return other
+
+    def drop_collections(self, fingerprint: str, generation: int) -> None:
+        """Delete one build's collections (an old generation after a switch, a failed build)."""
+        with self._lock:
+            for name in collection_names(fingerprint, generation):
+                if name in (self._models, self._questions):
+                    raise RuntimeError(f"refusing to drop {name!r}: this index is bound to it")
+                if self._client.collection_exists(name):
+                    self._client.delete_collection(name)
+
+    def set_serving_alias(self) -> None:
+        """Point the serving aliases at this index's collections, both in one atomic Qdrant call."""
+        ops: list[Any] = []
+        with self._lock:
+            existing = {a.alias_name for a in self._client.get_aliases().aliases}
+            for alias, target in zip(
+                SERVING_ALIASES, (self.models_collection, self.questions_collection), strict=True
+            ):
+                if alias in existing:
+                    ops.append(qm.DeleteAliasOperation(delete_alias=qm.DeleteAlias(alias_name=alias)))
+                ops.append(
+                    qm.CreateAliasOperation(
+                        create_alias=qm.CreateAlias(collection_name=target, alias_name=alias)
+                    )
+                )
+            self._client.update_collection_aliases(change_aliases_operations=ops)
+
+    def serving_alias(self) -> str | None:
+        """The models collection the serving alias points at (None before the first switch)."""
+        with self._lock:
+            for a in self._client.get_aliases().aliases:
+                if a.alias_name == SERVING_ALIASES[0]:
+                    return str(a.collection_name)
+        return None
+
+    def model_ids(self) -> set[uuid.UUID]:
+        """Ids of every model point in the bound collection (no vectors: a consistency check)."""
+        out: set[uuid.UUID] = set()
+        offset: Any = None
+        while True:
+            with self._lock:
+                records, offset = self._client.scroll(
+                    self.models_collection, limit=4_096, offset=offset, with_vectors=False, with_payload=False
+                )
+            out.update(uuid.UUID(str(r.id)) for r in records)
+            if offset is None:
+                return out
+
     def healthy(self) -> bool:
         try:
             with self._lock:
@@ -210,6 +281,8 @@ class QdrantIndex:
             self._create(self.questions_collection, self._query_dim, payload_indexes=False)
 
     def close(self) -> None:
+        if not self._owner:
+            return
         with self._lock:
             self._client.close()
 

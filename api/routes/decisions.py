@@ -9,6 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request
 
 from api.deps import ContainerDep, FilterDep, ReadAuth
+from api.routes.imports import ProvenanceDep
 from registry.decisions import service
 from registry.decisions.schemas import (
     CompareRead,
@@ -52,11 +53,13 @@ def get_fallbacks(
     container: ContainerDep,
     _: ReadAuth,
     flt: FilterDep,
+    provenance: ProvenanceDep,
     k: Annotated[int, Query(ge=1, le=100)] = 5,
     same_license: Annotated[bool, Query(description="only models under this model's license")] = False,
 ) -> FallbacksRead:
-    """The nearest active models that satisfy the constraints, with predicted answer agreement."""
-    return service.fallbacks(container, model_id, k, flt, same_license=same_license)
+    """The nearest active models that satisfy the constraints, with predicted answer agreement (with
+    provenance parameters: on evaluations of that provenance only)."""
+    return service.fallbacks(container, model_id, k, flt, same_license=same_license, provenance=provenance)
 
 
 @router.post("/route")
@@ -78,16 +81,25 @@ def get_duplicates(
     container: ContainerDep,
     thresholds: ThresholdsDep,
     _: ReadAuth,
+    provenance: ProvenanceDep,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
     min_shared: Annotated[int, Query(ge=1, le=100_000)] = 1,
 ) -> DuplicatesRead:
     """Registered model pairs judged `same`: on their shared questions where enough are shared."""
-    return service.duplicates(container, thresholds, limit=limit, min_shared=min_shared)
+    return service.duplicates(
+        container, thresholds, limit=limit, min_shared=min_shared, provenance=provenance
+    )
 
 
 @router.get("/compare")
 def compare(
-    a: uuid.UUID, b: uuid.UUID, container: ContainerDep, thresholds: ThresholdsDep, _: ReadAuth
+    a: uuid.UUID,
+    b: uuid.UUID,
+    container: ContainerDep,
+    thresholds: ThresholdsDep,
+    _: ReadAuth,
+    provenance: ProvenanceDep,
 ) -> CompareRead:
-    """Distance, verdict, predicted agreement and per-category predicted accuracy of two models."""
-    return service.compare(container, a, b, thresholds)
+    """Distance, verdict, predicted agreement and per-category predicted accuracy of two models, and
+    their disagreement on shared questions."""
+    return service.compare(container, a, b, thresholds, provenance=provenance)

@@ -167,16 +167,21 @@ def provenance_filter(
     task: Annotated[list[str] | None, Query(description="any of these tasks")] = None,
     source_id: Annotated[list[uuid.UUID] | None, Query(description="any of these provenance records")] = None,
     min_run_at: Annotated[dt.datetime | None, Query(description="runs at or after this time")] = None,
+    max_run_at: Annotated[dt.datetime | None, Query(description="runs at or before this time")] = None,
     with_provenance: Annotated[bool | None, Query(description="true: imported scores only")] = None,
 ) -> EvaluationFilter:
-    """Provenance filters shared by the provenance-aware reads."""
+    """Provenance filters shared by the provenance-aware reads and decisions."""
     return EvaluationFilter(
         tools=tool or [],
         tasks=task or [],
         source_ids=source_id or [],
         min_run_at=min_run_at,
+        max_run_at=max_run_at,
         with_provenance=with_provenance,
     )
+
+
+ProvenanceDep = Annotated[EvaluationFilter, Depends(provenance_filter)]
 
 
 @router.get("/models/{model_id}/embedding")
@@ -184,7 +189,7 @@ def embedding_from_provenance(
     model_id: uuid.UUID,
     container: ContainerDep,
     _: ReadAuth,
-    flt: Annotated[EvaluationFilter, Depends(provenance_filter)],
+    flt: ProvenanceDep,
 ) -> ProvenanceEmbeddingRead:
     """The model's embedding from only its scores of the given provenance (computed, not stored)."""
     return services.embed_model_with_provenance(container, model_id, flt)

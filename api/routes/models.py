@@ -9,6 +9,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, Response
 
 from api.deps import ContainerDep, FilterDep, Limit, Offset, ReadAuth, WriteAuth
+from api.routes.imports import ProvenanceDep
 from registry import services
 from registry.schemas import (
     EvaluationFilter,
@@ -81,6 +82,7 @@ def list_evaluations(
         list[uuid.UUID] | None, Query(description="provenance: any of these records")
     ] = None,
     min_run_at: Annotated[dt.datetime | None, Query(description="provenance: runs at or after this")] = None,
+    max_run_at: Annotated[dt.datetime | None, Query(description="provenance: runs at or before this")] = None,
     with_provenance: Annotated[
         bool | None, Query(description="true: imported scores only; false: the others")
     ] = None,
@@ -91,6 +93,7 @@ def list_evaluations(
         tasks=task or [],
         source_ids=source_id or [],
         min_run_at=min_run_at,
+        max_run_at=max_run_at,
         with_provenance=with_provenance,
     )
     return services.list_evaluations(container, model_id, limit=limit, offset=offset, flt=flt)
@@ -102,6 +105,7 @@ def similar_models(
     container: ContainerDep,
     _: ReadAuth,
     flt: FilterDep,
+    provenance: ProvenanceDep,
     k: int = Query(10, ge=1, le=1000),
     rank_by: Literal["behaviour", "embedding"] = Query(
         "behaviour",
@@ -109,5 +113,6 @@ def similar_models(
         "shared questions; embedding: embedding distance only",
     ),
 ) -> SimilarRead:
-    """The k nearest models (the model itself excluded) with their distances and shared-question evidence."""
-    return services.similar_models(container, model_id, k, flt, rank_by)
+    """The k nearest models (the model itself excluded) with their distances and shared-question evidence;
+    with provenance parameters (tool, task, ...), on evaluations of that provenance only."""
+    return services.similar_models(container, model_id, k, flt, rank_by, provenance)

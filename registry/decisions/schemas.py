@@ -8,7 +8,15 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
-from registry.schemas import EvaluationIn, Label, QuestionKey, Status, storable_text
+from registry.schemas import (
+    EvaluationFilter,
+    EvaluationIn,
+    Label,
+    ProvenanceUsed,
+    QuestionKey,
+    Status,
+    storable_text,
+)
 
 QueryText = Annotated[str, StringConstraints(max_length=100_000), AfterValidator(storable_text)]
 
@@ -82,6 +90,11 @@ class PortfolioRequest(Strict):
     exclude: list[uuid.UUID] = Field(default_factory=list, description="models that must not be chosen")
     reference: ReferenceQueries = Field(default_factory=ReferenceQueries)
     seed: int = Field(default=0, ge=0, le=2**32 - 1)
+    provenance: EvaluationFilter | None = Field(
+        default=None,
+        description="use only evaluations of this provenance (tool, task, source, run dates): every model "
+        "is re-embedded from those alone and models without any are left out",
+    )
 
 
 class CoverageRead(BaseModel):
@@ -105,6 +118,9 @@ class PortfolioRead(BaseModel):
     reference_queries: int
     predicted_accuracy: float | None = Field(description="expected routing hit@1 restricted to the portfolio")
     predicted_accuracy_full_pool: float | None
+    provenance: ProvenanceUsed | None = Field(
+        default=None, description="set when the request restricted the evidence to a provenance"
+    )
 
 
 class FallbackRead(BaseModel):
@@ -118,6 +134,9 @@ class FallbacksRead(BaseModel):
     fingerprint: str
     reference_queries: int
     items: list[FallbackRead]
+    provenance: ProvenanceUsed | None = Field(
+        default=None, description="set when the request restricted the evidence to a provenance"
+    )
 
 
 class PortfolioSpec(Strict):
@@ -148,6 +167,11 @@ class RouteRequest(Strict):
         description="store the query texts with the routing decisions (until the outcome window ends) so "
         "an outcome can be reported without sending the text again; by default only their SHA-256 is kept",
     )
+    provenance: EvaluationFilter | None = Field(
+        default=None,
+        description="use only evaluations of this provenance (tool, task, source, run dates): every model "
+        "is re-embedded from those alone and models without any are left out",
+    )
 
 
 class RankedRead(BaseModel):
@@ -174,6 +198,9 @@ class RouteRead(BaseModel):
     fingerprint: str
     candidates: int
     routes: list[QueryRouteRead]
+    provenance: ProvenanceUsed | None = Field(
+        default=None, description="set when the request restricted the evidence to a provenance"
+    )
 
 
 class FingerprintRequest(Strict):
@@ -186,6 +213,11 @@ class FingerprintRequest(Strict):
         description="fewest shared questions for a verdict on the shared scores (a statistical test that "
         "stays honest on few questions: it answers `undetermined`); below it the verdict uses the embedding "
         "distance, which never says `same` on its own",
+    )
+    provenance: EvaluationFilter | None = Field(
+        default=None,
+        description="use only evaluations of this provenance (tool, task, source, run dates): every "
+        "registered model is re-embedded from those alone and models without any are left out",
     )
 
 
@@ -286,6 +318,9 @@ class FingerprintRead(BaseModel):
     tolerance: ToleranceRead = Field(description="thresholds of verdicts on shared-question scores")
     decision: DecisionRead
     matches: list[FingerprintMatch]
+    provenance: ProvenanceUsed | None = Field(
+        default=None, description="set when the request restricted the evidence to a provenance"
+    )
 
 
 class DuplicatePair(BaseModel):
@@ -310,6 +345,9 @@ class DuplicatesRead(BaseModel):
     min_shared: int
     pairs_compared: int = Field(description="candidate pairs judged (global distance < related, or near)")
     pairs: list[DuplicatePair]
+    provenance: ProvenanceUsed | None = Field(
+        default=None, description="set when the request restricted the evidence to a provenance"
+    )
 
 
 class CategoryRead(BaseModel):
@@ -330,6 +368,13 @@ class CompareRead(BaseModel):
     predicted_accuracy_a: float | None
     predicted_accuracy_b: float | None
     categories: list[CategoryRead]
+    shared_questions: int = Field(default=0, description="questions both models were scored on")
+    observed_disagreement: float | None = Field(
+        default=None, description="mean |score difference| on those shared questions (direct evidence)"
+    )
+    provenance: ProvenanceUsed | None = Field(
+        default=None, description="set when the request restricted the evidence to a provenance"
+    )
 
 
 # ---------------------------------------------------------------- drift watch (issue 10)

@@ -35,8 +35,16 @@ FLUSH_EVERY_S = 0.5  # progress and log writes are throttled to about 2 per seco
 Listener = Callable[[str, int, int | None], None]
 
 _runners: weakref.WeakSet[JobRunner] = weakref.WeakSet()
-_active: set[uuid.UUID] = set()  # jobs this process is running (never re-claimed by itself)
-_active_lock = threading.Lock()
+# Jobs this process is running: never re-claimed by itself, and read live by `live(id)` (on SQLite a
+# handler's long write transaction holds back every other write, its own progress included).
+_live: dict[uuid.UUID, RunningJob] = {}
+_live_lock = threading.Lock()
+
+
+def live(job_id: uuid.UUID) -> RunningJob | None:
+    """The handle of a job this process is running (its progress as of now), else None."""
+    with _live_lock:
+        return _live.get(job_id)
 
 
 def notify() -> None:
@@ -200,8 +208,8 @@ def execute(
                 written, last = job.persist(written), time.monotonic()
 
     reporter = threading.Thread(target=report, name=f"job-reporter-{claim.id}", daemon=True)
-    with _active_lock:
-        _active.add(claim.id)
+    with _live_lock:
+        _live[claim.id] = job
     reporter.start()
     outcome: tuple[str, dict[str, Any] | None, str | None] | None = None
     try:
@@ -243,8 +251,8 @@ def execute(
     except Lost:
         log.warning("job %s: taken over by another worker before it could be closed", claim.id)
     finally:
-        with _active_lock:
-            _active.discard(claim.id)
+        with _live_lock:
+            _live.pop(claim.id, None)
 
 
 class JobRunner:
@@ -258,8 +266,10 @@ class JobRunner:
         lease_s: float = 60.0,
         poll_s: float = 2.0,
         max_attempts: int = MAX_ATTEMPTS,
+        listener: Listener | None = None,
     ) -> None:
         self.ctx = ctx
+        self.listener = listener  # sees every progress report of the jobs this runner runs
         self.store = JobStore(ctx.session_factory)
         self.workers = workers
         self.lease_s = lease_s
@@ -293,15 +303,17 @@ class JobRunner:
 
     def run_once(self) -> bool:
         """Claim and run one job in this thread; False when there was none."""
-        with _active_lock:
-            busy = list(_active)
+        with _live_lock:
+            busy = list(_live)
         claim, closed = self.store.claim(worker_name(), self.lease_s, self.max_attempts, exclude=busy)
         for c in closed:
             log.warning("job %s closed as %s: %s", c.id, c.state, c.error)
         if claim is None:
             return False
         log.info("job %s (%s) claimed, attempt %d", claim.id, claim.kind, claim.attempt)
-        execute(self.ctx, self.store, claim, lease_s=self.lease_s, stopping=self.stopping)
+        execute(
+            self.ctx, self.store, claim, lease_s=self.lease_s, stopping=self.stopping, listener=self.listener
+        )
         return True
 
     def _loop(self) -> None:

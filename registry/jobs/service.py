@@ -18,24 +18,36 @@ DEFAULT_LEASE_S = 60.0
 
 
 def to_job_read(row: JobRow) -> JobRead:
+    """The read model; a job this process is running shows its progress as of now (not as of the
+    last write: on SQLite a handler's write transaction holds back its progress writes)."""
     running = row.state == "running"
     extra = row.result or {}
     rate = extra.get("rate") if running else None
+    stage, done, total, log = row.stage, row.done, row.total, row.log.splitlines() if row.log else []
+    handle = runner.live(row.id) if running else None
+    if handle is not None:
+        stage, done, total, log, rate = (
+            handle.stage,
+            handle.done,
+            handle.total,
+            handle.log_lines(),
+            handle.rate(),
+        )
     rate = float(rate) if isinstance(rate, int | float) and rate > 0 else None
     eta = None
-    if rate and row.total is not None and row.total >= row.done:
-        eta = (row.total - row.done) / rate
+    if rate and total is not None and total >= done:
+        eta = (total - done) / rate
     return JobRead(
         id=row.id,
         kind=row.kind,
         state=row.state,  # type: ignore[arg-type]  # the CHECK constraint guarantees a JobState
         params=dict(row.params or {}),
-        stage=row.stage,
-        done=row.done,
-        total=row.total,
+        stage=stage,
+        done=done,
+        total=total,
         rate=rate,
         eta_s=eta,
-        log=row.log.splitlines() if row.log else [],
+        log=log,
         result=row.result if row.state == "succeeded" else None,
         error=row.error,
         cancel_requested=row.cancel_requested,

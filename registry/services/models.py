@@ -40,6 +40,7 @@ from registry.services.common import (
 )
 from registry.services.context import Context
 from registry.services.history import EmbeddingReason
+from registry.services.provenance import restricting, similar_with_provenance
 from registry.services.questions import resolve_evaluation_questions
 from registry.services.retry import retry_on_race
 from registry.tables import EvaluationSourceRow, ModelRow
@@ -243,18 +244,25 @@ def similar_models(
     k: int = 10,
     flt: ModelFilter | None = None,
     rank_by: Literal["behaviour", "embedding"] = "behaviour",
+    provenance: EvaluationFilter | None = None,
 ) -> SimilarRead:
     """The k models nearest to this one (itself excluded) that satisfy the filter.
 
     `behaviour` (default): the max(3k, 30) nearest by vector search, re-ranked by behaviour distance:
     predicted-profile distance and the observed disagreement on shared questions
-    (`registry.services.similarity`).
+    (`registry.services.similarity`). `provenance`: on evaluations of that provenance only
+    (`registry.services.provenance`).
     """
     if k < 1:
         raise InvalidInput(f"k must be at least 1, got {k}")
     with ctx.session_factory() as s:
         if not repo.model_exists(s, model_id):
             raise NotFound(f"model {model_id} does not exist")
+    prov = restricting(provenance)
+    if prov is not None:
+        base = flt or ModelFilter()
+        flt_p = dataclasses.replace(base, exclude_ids=(*base.exclude_ids, model_id))
+        return similar_with_provenance(ctx, model_id, k, flt_p, rank_by, prov)
     vec = ctx.index.get_model_vectors([model_id]).get(model_id)
     if vec is None:
         raise EmbeddingMissing(

@@ -28,6 +28,7 @@ from registry.decisions.schemas import (
     VerdictName,
 )
 from registry.decisions.service.pool import _rows, brief
+from registry.decisions.service.provenance import THRESHOLDS, finish, provenance_vectors, restricting
 from registry.decisions.service.thresholds import ThresholdProvider, thresholds_read, tolerance_read
 from registry.services import embed_evaluations
 from registry.services.common import question_phi
@@ -148,7 +149,10 @@ def fingerprint(ctx: Context, req: FingerprintRequest, thresholds: ThresholdProv
     survives; the response's `decision` says which questions would settle an `undetermined`.
     """
     vec = embed_evaluations(ctx, req.evaluations)
-    hits = ctx.index.search_models(vec, max(req.k, SHORTLIST), None)
+    prov = restricting(req.provenance)
+    pv = None if prov is None else provenance_vectors(ctx, prov)  # re-embedded from that provenance
+    shortlist = max(req.k, SHORTLIST)
+    hits = ctx.index.search_models(vec, shortlist, None) if pv is None else pv.nearest(vec, shortlist)
     rows = _rows(ctx, [h.id for h in hits])
     hits = [h for h in hits if h.id in rows]
     got = thresholds.get(ctx)
@@ -157,7 +161,7 @@ def fingerprint(ctx: Context, req: FingerprintRequest, thresholds: ThresholdProv
     with ctx.session_factory() as s:
         keys = repo.question_ids_by_keys(s, [e.question for e in req.evaluations])
         mine = {keys[e.question]: float(e.score) for e in req.evaluations if e.question in keys}
-        theirs = {m: dict(v) for m, v in repo.model_scores(s, [h.id for h in hits]).items()}
+        theirs = {m: dict(v) for m, v in repo.model_scores(s, [h.id for h in hits], prov).items()}
         shared = {
             h.id: sorted(q for q in theirs.get(h.id, {}) if q in mine)  # canonical order: by question id
             for h in hits
@@ -207,7 +211,7 @@ def fingerprint(ctx: Context, req: FingerprintRequest, thresholds: ThresholdProv
     ]
     judged = resolve_ambiguity(judged, mine, theirs, tol.alpha)
     judged.sort(key=lambda mj: _order(mj[1]))
-    return FingerprintRead(
+    read = FingerprintRead(
         fingerprint=ctx.embedder.fingerprint,
         n_evaluations=len(req.evaluations),
         min_shared=req.min_shared,
@@ -231,6 +235,7 @@ def fingerprint(ctx: Context, req: FingerprintRequest, thresholds: ThresholdProv
             for m, j in judged[: req.k]
         ],
     )
+    return finish(read, pv, [THRESHOLDS])
 
 
 def evidence_read(ev: SharedEvidence) -> EvidenceRead:

@@ -16,6 +16,7 @@ from registry.decisions.service.pool import (
     require_models,
     to_filter,
 )
+from registry.decisions.service.provenance import REFERENCE, finish, provenance_pool, restricting
 from registry.services.context import Context
 
 
@@ -26,9 +27,17 @@ def portfolio(ctx: Context, req: PortfolioRequest) -> PortfolioRead:
     if req.param_budget is not None and req.price_budget is not None:
         raise InvalidDecisionInput("give param_budget or price_budget, not both")
     require_models(ctx, [*req.include, *req.exclude])
-    pool = load_pool(ctx, to_filter(req.filters))
+    prov = restricting(req.provenance)
+    pv = None
+    if prov is None:
+        pool = load_pool(ctx, to_filter(req.filters))
+    else:  # every model re-embedded from its evaluations of this provenance only
+        pool, pv = provenance_pool(ctx, to_filter(req.filters), prov)
     if not pool.ids:
-        raise EmptyCandidatesError("no embedded model matches the portfolio filters")
+        raise EmptyCandidatesError(
+            "no embedded model matches the portfolio filters"
+            + ("" if prov is None else " and has evaluations of this provenance")
+        )
     at = pool.index_of()
     outside = [str(m) for m in req.include if m not in at]
     if outside:
@@ -64,7 +73,7 @@ def portfolio(ctx: Context, req: PortfolioRequest) -> PortfolioRead:
     chosen_rows = [pool.rows[i] for i in port.chosen]
     params = [r.params_b for r in chosen_rows]
     prices = [price_of(r) for r in chosen_rows]
-    return PortfolioRead(
+    read = PortfolioRead(
         method=port.method,
         fingerprint=ctx.embedder.fingerprint,
         pool_size=len(pool.ids),
@@ -85,3 +94,4 @@ def portfolio(ctx: Context, req: PortfolioRequest) -> PortfolioRead:
         predicted_accuracy=acc,
         predicted_accuracy_full_pool=full,
     )
+    return finish(read, pv, [REFERENCE])

@@ -26,13 +26,24 @@ from registry.decisions.service.pool import (
     require_vectors,
     to_filter,
 )
+from registry.decisions.service.provenance import (
+    ProvenanceVectors,
+    finish,
+    provenance_pool,
+    provenance_vectors,
+    restricting,
+)
 from registry.ports import ModelFilter
+from registry.schemas import EvaluationFilter
 from registry.services.context import Context
 
 
 def route_queries(ctx: Context, req: RouteRequest) -> RouteRead:
-    """Score every (query, candidate) in one predictor pass and pick the best available model per query."""
+    """Score every (query, candidate) in one predictor pass and pick the best available model per query
+    (`req.provenance`: candidates re-embedded from evaluations of that provenance only)."""
     check_queries(req.queries)
+    prov = restricting(req.provenance)
+    pv: ProvenanceVectors | None = None
     if req.candidates is not None and req.portfolio is not None:
         raise InvalidDecisionInput("give candidates or portfolio, not both")
     if req.candidates is not None:
@@ -40,14 +51,22 @@ def route_queries(ctx: Context, req: RouteRequest) -> RouteRead:
             raise EmptyCandidatesError("candidates is an empty list: name at least one model")
         ids = list(dict.fromkeys(req.candidates))
         rows = require_models(ctx, ids, "candidate")
-        vecs = require_vectors(ctx, ids)
+        if prov is None:
+            vecs = require_vectors(ctx, ids)
+        else:
+            pv = provenance_vectors(ctx, prov, must=ids, pool=False)
+            vecs = pv.as_dict()
         pool = Pool(ids=ids, vectors=np.stack([vecs[i] for i in ids]), rows=[rows[i] for i in ids])
     elif req.portfolio is not None:
-        pool = _portfolio_pool(ctx, req.portfolio)
+        pool, pv = _portfolio_pool(ctx, req.portfolio, prov)
     else:
-        pool = load_pool(ctx, None)
+        pool, pv = (load_pool(ctx, None), None) if prov is None else provenance_pool(ctx, None, prov)
         if not pool.ids:
-            raise EmptyCandidatesError("no embedded model is registered: nothing to route to")
+            raise EmptyCandidatesError(
+                "no embedded model is registered: nothing to route to"
+                if prov is None
+                else "no model has evaluations of this provenance: nothing to route to"
+            )
     phi = ctx.embedder.encode_queries(req.queries)  # (Q, query_dim)
     p = ctx.embedder.predict(pool.vectors, phi)  # (Q, M)
     avail = [r.status == "active" for r in pool.rows]
@@ -68,7 +87,11 @@ def route_queries(ctx: Context, req: RouteRequest) -> RouteRead:
         if not avail[d.preferred] and req.fallbacks > 0:
             if d.preferred not in nearest:
                 flt = ModelFilter(statuses=("active",), include_ids=active_ids)
-                hits = ctx.index.search_models(pool.vectors[d.preferred], req.fallbacks, flt)
+                hits = (
+                    ctx.index.search_models(pool.vectors[d.preferred], req.fallbacks, flt)
+                    if pv is None
+                    else pv.nearest(pool.vectors[d.preferred], req.fallbacks, among=active_ids)
+                )
                 at = pool.index_of()
                 nearest[d.preferred] = [
                     FallbackRead(
@@ -96,11 +119,17 @@ def route_queries(ctx: Context, req: RouteRequest) -> RouteRead:
             )
         )
     read = RouteRead(fingerprint=ctx.embedder.fingerprint, candidates=len(pool.ids), routes=out)
-    return record_decisions(ctx, req, read)  # decision ids for outcomes
+    return record_decisions(ctx, req, finish(read, pv))  # decision ids for outcomes
 
 
-def _portfolio_pool(ctx: Context, spec: PortfolioSpec) -> Pool:
-    pool = load_pool(ctx, to_filter(spec.filters))
+def _portfolio_pool(
+    ctx: Context, spec: PortfolioSpec, prov: EvaluationFilter | None
+) -> tuple[Pool, ProvenanceVectors | None]:
+    pool, pv = (
+        (load_pool(ctx, to_filter(spec.filters)), None)
+        if prov is None
+        else provenance_pool(ctx, to_filter(spec.filters), prov)
+    )
     if not pool.ids:
         raise EmptyCandidatesError("no embedded model matches the portfolio filters")
     if spec.k is None and spec.param_budget is None and spec.price_budget is None:
@@ -113,6 +142,7 @@ def _portfolio_pool(ctx: Context, spec: PortfolioSpec) -> Pool:
         weights = np.array([np.nan if price_of(r) is None else price_of(r) for r in pool.rows])
     port = select_portfolio(pool.vectors, method=spec.method, k=spec.k, budget=budget, weights=weights)
     keep = list(port.chosen)
-    return Pool(
+    chosen = Pool(
         ids=[pool.ids[i] for i in keep], vectors=pool.vectors[keep], rows=[pool.rows[i] for i in keep]
     )
+    return chosen, pv

@@ -1,0 +1,96 @@
+"""SQL of the encoder lifecycle: registered encoders, the one in service, models changed since a time.
+
+Split from `repositories.py` by concern (that module holds models, questions and evaluations); the
+same rules hold: functions take a Session, never commit.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Sequence
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.orm import Session
+
+from registry.tables import EmbeddingStateRow, EncoderRow, EvaluationRow, ModelRow, utcnow
+
+
+def serving(s: Session, *, lock: bool = False) -> EncoderRow | None:
+    """The encoder in service (None before the first one is recorded)."""
+    stmt = select(EncoderRow).where(EncoderRow.status == "serving")
+    if lock:
+        stmt = stmt.with_for_update()
+    return s.scalars(stmt).first()
+
+
+def serving_key(s: Session) -> tuple[str, int, str] | None:
+    """(fingerprint, generation, checkpoint path) of the encoder in service: one indexed row."""
+    row = s.execute(
+        select(EncoderRow.fingerprint, EncoderRow.generation, EncoderRow.path).where(
+            EncoderRow.status == "serving"
+        )
+    ).first()
+    return None if row is None else (str(row[0]), int(row[1]), str(row[2]))
+
+
+def get(s: Session, encoder_id: uuid.UUID, *, lock: bool = False) -> EncoderRow | None:
+    stmt = select(EncoderRow).where(EncoderRow.id == encoder_id)
+    if lock:
+        stmt = stmt.with_for_update()
+    return s.scalars(stmt).first()
+
+
+def by_fingerprint(s: Session, fingerprint: str) -> EncoderRow | None:
+    return s.scalars(select(EncoderRow).where(EncoderRow.fingerprint == fingerprint)).first()
+
+
+def by_status(s: Session, status: str) -> list[EncoderRow]:
+    return list(s.scalars(select(EncoderRow).where(EncoderRow.status == status)))
+
+
+def list_all(s: Session) -> list[EncoderRow]:
+    return list(s.scalars(select(EncoderRow).order_by(EncoderRow.created_at.desc(), EncoderRow.id)))
+
+
+def changed_since(s: Session, since: dt.datetime) -> list[uuid.UUID]:
+    """Models whose metadata or embedding state changed at or after `since` (catch-up after a build)."""
+    stmt = (
+        select(ModelRow.id)
+        .outerjoin(EmbeddingStateRow, EmbeddingStateRow.model_id == ModelRow.id)
+        .where(or_(ModelRow.updated_at >= since, EmbeddingStateRow.updated_at >= since))
+        .order_by(ModelRow.id)
+    )
+    return list(s.scalars(stmt))
+
+
+def not_embedded_by(s: Session, fingerprint: str) -> list[uuid.UUID]:
+    """Models with evaluations whose recorded vector is not this encoder's (written by another one)."""
+    has_evals = select(EvaluationRow.model_id).where(EvaluationRow.model_id == ModelRow.id).exists()
+    stmt = (
+        select(ModelRow.id)
+        .outerjoin(EmbeddingStateRow, EmbeddingStateRow.model_id == ModelRow.id)
+        .where(
+            has_evals,
+            or_(EmbeddingStateRow.fingerprint.is_(None), EmbeddingStateRow.fingerprint != fingerprint),
+        )
+        .order_by(ModelRow.id)
+    )
+    return list(s.scalars(stmt))
+
+
+def relabel_embeddings(s: Session, fingerprint: str, model_ids: Sequence[uuid.UUID]) -> None:
+    """Record that these models' vectors in service now come from `fingerprint` (at a switch)."""
+    now = utcnow()
+    for start in range(0, len(model_ids), 1_000):
+        part = list(model_ids[start : start + 1_000])
+        s.execute(
+            update(EmbeddingStateRow)
+            .where(EmbeddingStateRow.model_id.in_(part))
+            .values(fingerprint=fingerprint, updated_at=now)
+        )
+
+
+def with_evaluations(s: Session) -> set[uuid.UUID]:
+    """Models that have at least one evaluation (exactly these have a vector in service)."""
+    return set(s.scalars(select(EvaluationRow.model_id).distinct()))
