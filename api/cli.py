@@ -28,7 +28,7 @@ class Bars:
     def __init__(self) -> None:
         self.bars: dict[str, Any] = {}
 
-    def __call__(self, stage: str, done: int, total: int) -> None:
+    def __call__(self, stage: str, done: int, total: int | None) -> None:
         bar = self.bars.get(stage)
         if bar is None:
             bar = self.bars[stage] = tqdm(total=total, desc=stage, unit="")
@@ -100,29 +100,93 @@ def cmd_keys(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_import(settings: Settings, args: argparse.Namespace) -> int:
-    from api.importing import load_batch
+    """The `import` job run in this process (same handler as POST /v1/jobs), with progress bars."""
+    from api import jobs as job_wiring
     from api.wiring import build_container
-    from registry import services
-    from registry.importers import ImportOptions
+    from registry import jobs
+    from registry.schemas import ImportJobParams, JobCreate
 
-    options = ImportOptions(
+    params = ImportJobParams(
+        path=str(Path(args.path).resolve()),
+        local=True,  # a path on this machine; pickles allowed (the API refuses both)
+        format=args.format,
         model_name=args.model_name,
         metric=_task_map(args.metric, "--metric"),
         filter=_task_map(args.filter, "--filter"),
         benchmark=_task_map(args.benchmark, "--benchmark", bare=False),
         key_by=args.key_by,
         name=args.name,
+        limit_models=args.limit_models,
     )
-    batch = load_batch(args.path, args.format, options, allow_pickle=True)  # local files: pickles allowed
     container = build_container(settings)
+    job_wiring.install(settings, local=True)
     bars = Bars()
     try:
-        report = services.import_batch(container, batch, limit_models=args.limit_models, progress=bars)
+        job = jobs.run_job_now(
+            container,
+            JobCreate(kind="import", params=params.model_dump(mode="json", exclude_defaults=True)),
+            created_by="cli",
+            listener=bars,
+            lease_s=settings.job_lease_s,
+        )
     finally:
         bars.close()
         container.close()
-    print(json.dumps(report.model_dump(), indent=2))
+    if job.state != "succeeded":
+        print(f"error: {job.error or job.state} (job {job.id})", file=sys.stderr)
+        return 2
+    print(json.dumps(job.result, indent=2))
     return 0
+
+
+def cmd_jobs(settings: Settings, args: argparse.Namespace) -> int:
+    """List, show, cancel or wait for background jobs (SQL only: works beside a running server)."""
+    from api.wiring import build_engine
+    from registry import jobs, services
+    from registry.db import make_session_factory
+
+    engine = build_engine(settings)
+    sessions = services.Sessions(make_session_factory(engine))
+    try:
+        if args.jobs_command == "list":
+            page = jobs.list_jobs(
+                sessions, states=args.state or [], kinds=args.kind or [], limit=args.limit, offset=0
+            )
+            for j in page.items:
+                progress = f"{j.stage or '-'} {j.done}/{j.total if j.total is not None else '?'}"
+                print(f"{j.id}  {j.kind:<8} {j.state:<9} {progress:<28} {j.created_at:%Y-%m-%d %H:%M:%S}")
+            print(f"{len(page.items)} of {page.total} jobs", file=sys.stderr)
+            return 0
+        if args.jobs_command == "show":
+            print(jobs.get_job(sessions, args.id).model_dump_json(indent=2))
+            return 0
+        if args.jobs_command == "cancel":
+            job = jobs.cancel_job(sessions, args.id, lease_s=settings.job_lease_s)
+            what = "cancel requested" if job.state == "running" else job.state
+            print(f"job {job.id}: {what}")
+            return 0
+        job = wait_for_job(lambda: jobs.get_job(sessions, args.id), interval=args.interval)
+        print(job.model_dump_json(indent=2))
+        return 0 if job.state == "succeeded" else 1
+    finally:
+        engine.dispose()
+
+
+def wait_for_job(read: Any, *, interval: float = 1.0, progress: bool = True) -> Any:
+    """Poll `read()` (-> JobRead) until the job finishes, drawing one bar per stage."""
+    import time
+
+    bars = Bars()
+    try:
+        while True:
+            job = read()
+            if progress and job.stage is not None:
+                bars(job.stage, job.done, job.total)
+            if job.state in ("succeeded", "failed", "cancelled"):
+                return job
+            time.sleep(interval)
+    finally:
+        bars.close()
 
 
 def _task_map(values: Sequence[str] | None, flag: str, *, bare: bool = True) -> dict[str, str]:
@@ -210,6 +274,50 @@ def cmd_probes(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _read_scores(path: Path) -> list[dict[str, Any]]:
+    """Scores from a JSON file (a list of {question, score}, or {"evaluations": [...]}) or a CSV file with
+    columns question_id (or question) and score."""
+    if path.suffix.lower() == ".json":
+        data = json.loads(path.read_text())
+        items = data.get("evaluations") if isinstance(data, dict) else data
+        if not isinstance(items, list):
+            raise ValueError(f"{path}: expected a list of {{question, score}} or {{'evaluations': [...]}}")
+        return items
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    if rows and "score" not in rows[0]:
+        raise ValueError(f"{path}: the CSV needs a `score` column")
+    key = "question_id" if rows and "question_id" in rows[0] else "question"
+    return [{"question": r[key], "score": float(r["score"])} for r in rows]
+
+
+def cmd_drift(settings: Settings, args: argparse.Namespace) -> int:
+    from api.wiring import build_container
+    from registry.decisions.schemas import ProbeRequest
+    from registry.decisions.service import ThresholdProvider
+    from registry.decisions.service.drift import check_drift, drifted_models
+
+    container = build_container(settings)
+    try:
+        if args.drift_command == "check":
+            req = ProbeRequest.model_validate(
+                {"evaluations": _read_scores(args.scores), "min_shared": args.min_shared}
+            )
+            check = check_drift(container, args.model, req, ThresholdProvider())
+            print(check.model_dump_json(indent=2))
+            return 1 if check.verdict == "different" else 0
+        page = drifted_models(container, limit=args.limit)
+        for item in page.items:
+            ev = None if item.latest is None else item.latest.evidence
+            rate = "" if ev is None else f"rate {ev.rate:.3f} on {ev.shared_questions} questions"
+            since = f"{item.drifted_at:%Y-%m-%d %H:%M}"
+            print(f"{item.model.id}  {item.model.name}  drifted since {since}  {rate}")
+        print(f"{page.total} model(s) flagged as drifted", file=sys.stderr)
+        return 0
+    finally:
+        container.close()
+
+
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="locus-registry", description=__doc__)
     sub = ap.add_subparsers(dest="command", required=True)
@@ -280,6 +388,23 @@ def parser() -> argparse.ArgumentParser:
     )
     imp.set_defaults(func=cmd_import)
 
+    jobs_p = sub.add_parser("jobs", help="background jobs: list, show, cancel, wait")
+    jsub = jobs_p.add_subparsers(dest="jobs_command", required=True)
+    jlist = jsub.add_parser("list", help="jobs, newest first")
+    jlist.add_argument("--state", action="append", help="queued, running, succeeded, failed, cancelled")
+    jlist.add_argument("--kind", action="append", help="import, reindex, ...")
+    jlist.add_argument("--limit", type=int, default=50)
+    for name, text in (
+        ("show", "a job's state, progress, log tail, result or error (JSON)"),
+        ("cancel", "cancel a queued job, or ask a running one to stop at its next report"),
+        ("wait", "wait for a job with a progress bar; exit 0 if it succeeded, 1 otherwise"),
+    ):
+        one = jsub.add_parser(name, help=text)
+        one.add_argument("id", type=_job_id)
+        if name == "wait":
+            one.add_argument("--interval", type=float, default=1.0, help="seconds between polls")
+    jobs_p.set_defaults(func=cmd_jobs)
+
     reidx = sub.add_parser("reindex", help="rebuild every vector from SQL for the loaded encoder")
     reidx.set_defaults(func=cmd_reindex)
 
@@ -287,6 +412,18 @@ def parser() -> argparse.ArgumentParser:
     probes.add_argument("--n", type=int, default=128, help="number of questions")
     probes.add_argument("--format", choices=["csv", "json"], default="csv")
     probes.set_defaults(func=cmd_probes)
+
+    drift = sub.add_parser("drift", help="drift watch: re-probe a model's endpoint, list flagged models")
+    dsub = drift.add_subparsers(dest="drift_command", required=True)
+    dcheck = dsub.add_parser(
+        "check", help="judge an endpoint's new scores against its model's (exit 1 when drifted)"
+    )
+    dcheck.add_argument("model", type=_model_id, help="the registered model's id")
+    dcheck.add_argument("--scores", type=Path, required=True, help="JSON or CSV (question_id, score)")
+    dcheck.add_argument("--min-shared", type=int, default=32, help="fewest shared questions to flag on")
+    dlist = dsub.add_parser("list", help="models flagged as drifted, with their latest check")
+    dlist.add_argument("--limit", type=int, default=1000)
+    drift.set_defaults(func=cmd_drift)
 
     exp = sub.add_parser("export", help="write the registry in another tool's format")
     esub = exp.add_subparsers(dest="export_command", required=True)
@@ -319,6 +456,24 @@ def _uuid(value: str) -> Any:
         return uuid.UUID(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{value!r} is not a key id (UUID)") from None
+
+
+def _model_id(value: str) -> Any:
+    import uuid
+
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a model id (UUID)") from None
+
+
+def _job_id(value: str) -> Any:
+    import uuid
+
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a job id (UUID)") from None
 
 
 def main(argv: Sequence[str] | None = None, settings: Settings | None = None) -> int:

@@ -159,7 +159,7 @@ def import_table(
     """Write a batch so that a re-run after any interruption leaves SQL and vectors consistent."""
     names = batch.models if limit_models is None else batch.models[: max(0, limit_models)]
     ctx.ensure_collections()
-    stage_questions(ctx, batch, job)
+    staged = stage_questions(ctx, batch, job)
     try:
         report = import_batch(ctx, batch, limit_models=limit_models, progress=job.progress)
     except BaseException:
@@ -177,6 +177,13 @@ def import_table(
     removed, _ = repair_vectors(ctx, names, reembed=False)
     if removed:
         job.log(f"removed {removed} vectors an interrupted earlier attempt had left without a model")
+    # The questions this run stored itself (step 1) count as created, as in a one-transaction import.
+    report = report.model_copy(
+        update={
+            "questions_created": report.questions_created + staged,
+            "questions_existing": report.questions_existing - staged,
+        }
+    )
     return report.model_dump(mode="json")
 
 
