@@ -94,3 +94,17 @@ def relabel_embeddings(s: Session, fingerprint: str, model_ids: Sequence[uuid.UU
 def with_evaluations(s: Session) -> set[uuid.UUID]:
     """Models that have at least one evaluation (exactly these have a vector in service)."""
     return set(s.scalars(select(EvaluationRow.model_id).distinct()))
+
+
+def evaluation_counts(s: Session, model_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, int]:
+    """Recorded evaluation count of each model's vector in service (its embedding state)."""
+    out: dict[uuid.UUID, int] = {}
+    for start in range(0, len(model_ids), 1_000):
+        part = list(model_ids[start : start + 1_000])
+        rows = s.execute(
+            select(EmbeddingStateRow.model_id, EmbeddingStateRow.n_evaluations).where(
+                EmbeddingStateRow.model_id.in_(part)
+            )
+        )
+        out.update({m: int(n) for m, n in rows})
+    return out

@@ -33,6 +33,7 @@ from registry.ports import Embedder, JobHandle, VectorIndex
 from registry.schemas import EncoderRead, SwitchReport
 from registry.services.common import embed_rows, index_write
 from registry.services.context import Context
+from registry.services.history import EmbeddingReason, record_embeddings
 from registry.tables import EncoderRow, utcnow
 
 log = logging.getLogger(__name__)
@@ -256,15 +257,25 @@ def switch_to(
                 prev.status = "retired"
             old.status = "previous"
         row.status, row.generation, row.promoted_at = "serving", plan.generation, utcnow()
-        enc_repo.relabel_embeddings(s, plan.fingerprint, sorted(view.model_ids()))
+        in_view = sorted(view.model_ids())
+        enc_repo.relabel_embeddings(s, plan.fingerprint, in_view)
+        vectors = view.get_model_vectors(in_view)
+        counts = enc_repo.evaluation_counts(s, in_view)
+        record_embeddings(
+            s,
+            plan.fingerprint,
+            [(m, vectors[m], counts.get(m, 0)) for m in in_view if m in vectors],
+            "reindex" if rebuild else "promote",
+        )
     with index_write():
         view.set_serving_alias()
     if on_switch is not None:
         on_switch()
     handle.log(f"switched to {plan.fingerprint} generation {plan.generation}; waiting {grace_s:.0f} s")
     time.sleep(grace_s + SERVING_TTL_S)
-    caught += _catch_up(target, switch_mark, handle)
-    caught += _embed(target, _stale(target), handle, "catch-up")
+    reason: EmbeddingReason = "reindex" if rebuild else "promote"
+    caught += _catch_up(target, switch_mark, handle, record=reason)
+    caught += _embed(target, _stale(target), handle, "catch-up", record=reason)
     if old_key is not None and old_key[0] == plan.fingerprint and old_key[1] != plan.generation:
         view.drop_collections(*old_key)  # a reindex: the replaced generation is not a rollback target
     _drop_retired(target)
@@ -313,31 +324,45 @@ def _build_models(target: Context, handle: JobHandle) -> int:
     return _embed(target, ids, handle, "models")
 
 
-def _embed(target: Context, ids: Sequence[uuid.UUID], handle: JobHandle, stage: str) -> int:
+def _embed(
+    target: Context,
+    ids: Sequence[uuid.UUID],
+    handle: JobHandle,
+    stage: str,
+    *,
+    record: EmbeddingReason | None = None,
+) -> int:
     """Embed these models with the target encoder into its collections; a model gone from SQL or left
-    without evaluations loses its point. SQL is only read (the session is rolled back)."""
+    without evaluations loses its point. Before the switch SQL is only read (the session is rolled
+    back: the embedding state is not the target's to write yet); after it, `record` commits the
+    embedding state and a history row with that reason, in the house order (SQL, vectors, commit)."""
     embedded = 0
     for start in range(0, len(ids), MODEL_BATCH):
         part = list(ids[start : start + MODEL_BATCH])
         with target.session_factory() as s:
             rows = repo.get_models(s, part)
-            points, new_phi = embed_rows(target, s, list(rows.values()))
-            s.rollback()  # embed_rows records embedding state: not ours to write before the switch
-        with index_write():
-            if new_phi:
-                qids = list(new_phi)
-                target.index.upsert_questions(qids, np.stack([new_phi[q] for q in qids]))
-            if points:
-                target.index.upsert_models(points)
-            gone = sorted(set(part) - {p.id for p in points})
-            if gone:
-                target.index.delete_models(gone)
+            points, new_phi = embed_rows(target, s, list(rows.values()), reason=record)
+            if record is None:
+                s.rollback()
+            with index_write():
+                if new_phi:
+                    qids = list(new_phi)
+                    target.index.upsert_questions(qids, np.stack([new_phi[q] for q in qids]))
+                if points:
+                    target.index.upsert_models(points)
+                gone = sorted(set(part) - {p.id for p in points})
+                if gone:
+                    target.index.delete_models(gone)
+            if record is not None:
+                s.commit()
         embedded += len(points)
         handle.progress(stage, min(start + MODEL_BATCH, len(ids)), len(ids))
     return embedded
 
 
-def _catch_up(target: Context, since: dt.datetime, handle: JobHandle) -> int:
+def _catch_up(
+    target: Context, since: dt.datetime, handle: JobHandle, *, record: EmbeddingReason | None = None
+) -> int:
     """Re-embed models changed since `since` until a pass finds none; drop points of deleted models."""
     total = 0
     for _ in range(5):
@@ -351,7 +376,7 @@ def _catch_up(target: Context, since: dt.datetime, handle: JobHandle) -> int:
                 target.index.delete_models(orphans)
         if not changed and not orphans:
             break
-        total += _embed(target, changed, handle, "catch-up")
+        total += _embed(target, changed, handle, "catch-up", record=record)
     return total
 
 

@@ -18,7 +18,7 @@ from encoder.query import QueryEncoder
 from registry import services as svc
 from registry.errors import Conflict
 from registry.schemas import EvaluationIn, ModelCreate, QuestionIn
-from registry.services import Context, encoders
+from registry.services import Context, encoders, history
 from registry.services.common import embed_rows
 from tests.conftest import SMALL
 
@@ -123,6 +123,9 @@ def test_promote_builds_beside_serving_then_switches(
     assert all(np.array_equal(ctx.index.get_model_vectors([m])[m], old_vectors[m]) for m in ids)
     assert ctx.index.serving_alias() == new_ctx.index.models_collection  # type: ignore[attr-defined]
     assert encoders.check_consistency(new_ctx)["missing_points"] == 0
+    # each model's history records the new encoder's vector, why, and from how many evaluations
+    latest = history.model_history(new_ctx, ids[0]).items[0]
+    assert (latest.fingerprint, latest.reason, latest.n_evaluations) == (cand.fingerprint, "promote", 24)
 
 
 def test_writes_during_a_build_are_caught_up(
