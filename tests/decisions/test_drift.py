@@ -3,12 +3,24 @@ evidence (pure verdicts, then the use case over HTTP on SQLite and PostgreSQL)."
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
+import pytest
 from fastapi.testclient import TestClient
 
+from api.cli import main
+from api.wiring import build_container
+from encoder.checkpoint import save_checkpoint
+from encoder.model import LocusModel
+from registry import services
 from registry.decisions.drift import MIN_SHARED, judge_drift, questions_to_flag
 from registry.decisions.evidence import Tolerance, bounds, shared_evidence
-from tests.decisions.test_fingerprint_api import N_Q, PATTERNS, evals, registered
+from registry.schemas import EvaluationIn, ModelCreate, QuestionIn
+from registry.settings import Settings
+from tests.conftest import SMALL
+from tests.decisions.test_fingerprint_api import N_Q, PATTERNS, QUESTIONS, evals, registered
 
 __all__ = ["registered"]
 
@@ -151,3 +163,44 @@ def test_bad_probe_requests_are_refused(
     unknown = [{"question": "nowhere", "score": 1.0}]
     body = probe(client, writer, target, {"evaluations": unknown})
     assert body["verdict"] == "undetermined" and body["unshared"] == 1
+
+
+def test_cli_drift_check_and_list(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    ckpt = tmp_path / "ckpt"
+    save_checkpoint(LocusModel(SMALL), ckpt)
+    settings = Settings(
+        database_url=f"sqlite:///{tmp_path / 'registry.db'}",
+        qdrant_path=str(tmp_path / "qdrant"),
+        encoder_checkpoint=ckpt,
+        query_cache_dir=Path.home() / ".cache" / "locus-registry" / "query",
+    )
+    assert main(["db", "upgrade"], settings) == 0
+    container = build_container(settings)
+    try:
+        services.add_questions(container, [QuestionIn(**q) for q in QUESTIONS])  # type: ignore[arg-type]
+        ids = {
+            name: services.register_model(
+                container,
+                ModelCreate(name=name, evaluations=[EvaluationIn(**e) for e in evals(pattern)]),
+            ).id
+            for name, pattern in PATTERNS.items()
+        }
+    finally:
+        container.close()
+    scores = tmp_path / "probe.csv"
+    scores.write_text(
+        "question_id,score\n" + "".join(f"m{i},{y}\n" for i, y in enumerate(PATTERNS["other-1"]))
+    )
+    capsys.readouterr()
+    assert main(["drift", "check", str(ids["target"]), "--scores", str(scores)], settings) == 1  # drifted
+    assert json.loads(capsys.readouterr().out)["verdict"] == "different"
+    assert main(["drift", "list"], settings) == 0
+    out = capsys.readouterr()
+    assert str(ids["target"]) in out.out and "1 model(s)" in out.err
+    same = tmp_path / "same.json"
+    same.write_text(json.dumps({"evaluations": evals(PATTERNS["target"])}))
+    assert main(["drift", "check", str(ids["target"]), "--scores", str(same)], settings) == 0
+    assert json.loads(capsys.readouterr().out)["drifted"] is False
+    with pytest.raises(SystemExit):  # argparse refuses it, naming the argument
+        main(["drift", "check", "not-a-uuid", "--scores", str(same)], settings)
+    assert "not a model id" in capsys.readouterr().err
