@@ -55,7 +55,9 @@ class Container(Context):
 def get_container(request: Request) -> Container:
     """The container built in the app's lifespan, bound to the encoder in service for this request."""
     container: Container = request.app.state.container
-    return container.current()
+    bound = container.current()
+    request.state.encoder = f"{bound.embedder.fingerprint}/g{getattr(bound.index, 'generation', 0)}"
+    return bound
 
 
 ContainerDep = Annotated[Container, Depends(get_container)]

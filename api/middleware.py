@@ -20,6 +20,9 @@ from api.errors import error_body
 from registry import db
 
 HEADER = b"x-request-id"
+# The encoder (and collection build) that answered: `<fingerprint>/g<generation>`, on every response whose
+# handler read the registry, so a client can tell which encoder answered across a promotion.
+ENCODER_HEADER = b"x-locus-encoder"
 # An incoming id is kept only when it is short and plain (it ends up in logs and response headers).
 _SANE_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 
@@ -74,7 +77,11 @@ class RequestContext:
             if message["type"] == "http.response.start":
                 status = message["status"]
                 headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != HEADER]
-                message = {**message, "headers": [*headers, (HEADER, rid.encode())]}
+                headers.append((HEADER, rid.encode()))
+                encoder = scope["state"].get("encoder")  # set by api.deps.get_container
+                if encoder:
+                    headers.append((ENCODER_HEADER, str(encoder).encode()))
+                message = {**message, "headers": headers}
             await send(message)
 
         try:

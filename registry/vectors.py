@@ -127,6 +127,7 @@ class QdrantIndex:
         self._model_dim = 0
         self._query_dim = 0
         self._owner = True  # views share the client; only the index that made it closes it
+        self.generation = 0
 
     # ------------------------------------------------------------ lifecycle
 
@@ -147,6 +148,7 @@ class QdrantIndex:
     ) -> None:
         """Create (if absent) and select the collections of this encoder (and build generation)."""
         self._models, self._questions = collection_names(fingerprint, generation)
+        self.generation = generation
         self._qcache.clear()
         self._model_dim, self._query_dim = model_dim, query_dim
         with self._lock:

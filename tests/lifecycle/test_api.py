@@ -57,7 +57,9 @@ def test_promote_and_rollback_as_jobs(
     admin: dict[str, str],
 ) -> None:
     ctx, ids = populated
-    listed = app_client.get("/v1/encoders").json()
+    r = app_client.get("/v1/encoders")
+    assert r.headers["x-locus-encoder"] == f"{ctx.embedder.fingerprint}/g0"
+    listed = r.json()
     assert [e["status"] for e in listed] == ["serving"] and listed[0][
         "fingerprint"
     ] == ctx.embedder.fingerprint
@@ -78,6 +80,8 @@ def test_promote_and_rollback_as_jobs(
     statuses = {e["fingerprint"]: e["status"] for e in app_client.get("/v1/encoders").json()}
     assert statuses == {cand["fingerprint"]: "serving", ctx.embedder.fingerprint: "previous"}
     after = _vector(app_client, ids[0])  # this request is answered from the new encoder's collection
+    generation = job["result"]["generation"]
+    assert app_client.get("/v1/encoders").headers["x-locus-encoder"] == f"{cand['fingerprint']}/g{generation}"
     assert after.shape == before.shape and not np.allclose(after, before)
     similar = app_client.get(f"/v1/models/{ids[0]}/similar", params={"k": 3})
     assert similar.status_code == 200, similar.text
