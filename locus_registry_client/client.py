@@ -7,8 +7,11 @@ Requests and responses are the API's own pydantic schemas (`registry.schemas`,
 
 from __future__ import annotations
 
+import os
+import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, TypedDict, TypeVar
 
@@ -31,6 +34,10 @@ from registry.schemas import (
     EvaluationIn,
     EvaluationRead,
     EvaluationsAdd,
+    JobCreate,
+    JobKindRead,
+    JobRead,
+    JobState,
     ModelCreate,
     ModelRead,
     ModelUpdate,
@@ -45,6 +52,7 @@ from registry.schemas import (
 
 R = TypeVar("R")
 ModelId = uuid.UUID | str
+JobId = uuid.UUID | str
 DEFAULT_URL = "http://127.0.0.1:8000"
 
 
@@ -105,13 +113,18 @@ class LocusClient:
         *,
         body: BaseModel | None = None,
         params: Mapping[str, Any] | None = None,
+        content: bytes | None = None,
     ) -> httpx.Response:
-        """Send one request; an error status raises the matching `errors.APIError` subclass."""
-        content = None
+        """Send one request; an error status raises the matching `errors.APIError` subclass.
+
+        `content`: a raw body (sent as application/octet-stream), e.g. an uploaded file.
+        """
         headers = dict(self._headers)
+        if content is not None:
+            headers["Content-Type"] = "application/octet-stream"
         if body is not None:
             # exclude_unset: a ModelUpdate sends only the fields given (an explicit None clears a field).
-            content = body.model_dump_json(exclude_unset=True)
+            content = body.model_dump_json(exclude_unset=True).encode()
             headers["Content-Type"] = "application/json"
         try:
             response = self._http.request(
@@ -131,8 +144,9 @@ class LocusClient:
         *,
         body: BaseModel | None = None,
         params: Mapping[str, Any] | None = None,
+        content: bytes | None = None,
     ) -> R:
-        response = self.request(method, path, body=body, params=params)
+        response = self.request(method, path, body=body, params=params, content=content)
         try:
             out: R = TypeAdapter(schema).validate_json(response.content)
         except ValidationError as exc:
@@ -272,6 +286,120 @@ class LocusClient:
         return self._call(
             DuplicatesRead, "GET", "/v1/duplicates", params={"limit": limit, "min_shared": min_shared}
         )
+
+    # ------------------------------------------------------------ background jobs
+
+    def submit_job(self, kind: str, params: Mapping[str, Any] | None = None) -> JobRead:
+        """Queue a job (`job_kinds()` lists them: import, reindex, train, ...); returns it queued."""
+        return self._call(JobRead, "POST", "/v1/jobs", body=JobCreate(kind=kind, params=dict(params or {})))
+
+    def get_job(self, job_id: JobId) -> JobRead:
+        """A job's state, stage, done/total, rate, ETA, log tail, result or error."""
+        return self._call(JobRead, "GET", f"/v1/jobs/{job_id}")
+
+    def list_jobs(
+        self,
+        *,
+        state: Sequence[JobState] | None = None,
+        kind: Sequence[str] | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> Page[JobRead]:
+        """Jobs, newest first, optionally only those in these states or of these kinds."""
+        params = {"state": state, "kind": kind, "limit": limit, "offset": offset}
+        return self._call(Page[JobRead], "GET", "/v1/jobs", params=params)
+
+    def job_kinds(self) -> list[JobKindRead]:
+        """The kinds the server runs, the scope each needs and its parameters' JSON schema."""
+        return self._call(list[JobKindRead], "GET", "/v1/jobs/kinds")
+
+    def cancel_job(self, job_id: JobId) -> JobRead:
+        """Cancel a queued job, or ask a running one to stop at its next report (finished: unchanged)."""
+        return self._call(JobRead, "POST", f"/v1/jobs/{job_id}/cancel")
+
+    def import_job(
+        self,
+        file: str | os.PathLike[str] | bytes,
+        *,
+        format: str,
+        filename: str | None = None,
+        **options: Any,
+    ) -> JobRead:
+        """Upload a log (a file, or a folder zipped) and import it in the background (admin key).
+
+        `options`: model_name, metric, filter, benchmark (lists of "[TASK=]VALUE"), key_by, name,
+        limit_models, as `locus-registry import` takes them.
+        """
+        if isinstance(file, bytes):
+            if filename is None:
+                raise ValueError("give filename= with bytes (its extension tells a .zip apart)")
+            data = file
+        else:
+            path = Path(file)
+            data, filename = path.read_bytes(), filename or path.name
+        return self._call(
+            JobRead,
+            "POST",
+            "/v1/jobs/imports/upload",
+            params={"format": format, "filename": filename, **options},
+            content=data,
+        )
+
+    def wait_job(
+        self,
+        job_id: JobId,
+        *,
+        progress: bool = True,
+        poll: float = 1.0,
+        timeout: float | None = None,
+        raise_on_failure: bool = True,
+    ) -> JobRead:
+        """Poll until the job finishes, with a progress bar per stage (tqdm) when `progress`.
+
+        Returns the finished job; raises JobFailed when it failed or was cancelled (unless
+        `raise_on_failure=False`) and JobTimeout when `timeout` seconds pass first.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        bars = _StageBars() if progress else None
+        try:
+            while True:
+                job = self.get_job(job_id)
+                if bars is not None:
+                    bars.update(job)
+                if job.state in ("succeeded", "failed", "cancelled"):
+                    break
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise errors.JobTimeout(job, timeout or 0.0)
+                time.sleep(poll if deadline is None else max(0.0, min(poll, deadline - time.monotonic())))
+        finally:
+            if bars is not None:
+                bars.close()
+        if raise_on_failure and job.state != "succeeded":
+            raise errors.JobFailed(job)
+        return job
+
+
+class _StageBars:
+    """One tqdm bar per job stage, moved to each polled state."""
+
+    def __init__(self) -> None:
+        self.bars: dict[str, Any] = {}
+
+    def update(self, job: JobRead) -> None:
+        from tqdm.auto import tqdm
+
+        if job.stage is None:
+            return
+        bar = self.bars.get(job.stage)
+        if bar is None:
+            bar = self.bars[job.stage] = tqdm(total=job.total, desc=f"{job.kind}: {job.stage}", unit="")
+        if job.total is not None and bar.total != job.total:
+            bar.total = job.total
+        bar.update(job.done - bar.n)
+
+    def close(self) -> None:
+        for bar in self.bars.values():
+            bar.close()
 
 
 def _as(schema: type[BaseModel], item: Any) -> Any:

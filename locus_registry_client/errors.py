@@ -3,6 +3,8 @@
 LocusError
 ├── TransportError          the server could not be reached (connection refused, timeout, ...)
 ├── ResponseError           a 2xx answer that does not match the expected schema
+├── JobFailed               `wait_job`: the job ended failed or cancelled (`.job` holds it)
+├── JobTimeout              `wait_job`: the job was still running when the timeout ran out
 └── APIError                the server answered with an error status; subclass by status:
     ├── BadRequest              400
     ├── Unauthenticated         401  (no or unknown API key)
@@ -33,6 +35,22 @@ class TransportError(LocusError):
 
 class ResponseError(LocusError):
     """The server answered 2xx with a body that does not match the schema the client expected."""
+
+
+class JobFailed(LocusError):
+    """A background job ended failed or cancelled; `job` is its final state (`job.error` says why)."""
+
+    def __init__(self, job: Any) -> None:
+        super().__init__(f"job {job.id} ({job.kind}) {job.state}: {job.error or 'no error message'}")
+        self.job = job
+
+
+class JobTimeout(LocusError):
+    """A background job was still unfinished when `wait_job`'s timeout ran out (it keeps running)."""
+
+    def __init__(self, job: Any, timeout: float) -> None:
+        super().__init__(f"job {job.id} ({job.kind}) still {job.state} after {timeout:g} s")
+        self.job = job
 
 
 class APIError(LocusError):
