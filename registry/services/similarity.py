@@ -87,6 +87,7 @@ class BehaviourCache:
     qindex: dict[uuid.UUID, int] = field(default_factory=dict)
     scores: OrderedDict[uuid.UUID, _Scores] = field(default_factory=OrderedDict)
     refs: OrderedDict[uuid.UUID, _Reference] = field(default_factory=OrderedDict)
+    vectors: OrderedDict[uuid.UUID, np.ndarray] = field(default_factory=OrderedDict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def reset(self, key: tuple[object, ...]) -> None:
@@ -95,6 +96,7 @@ class BehaviourCache:
         self.qindex.clear()
         self.scores.clear()
         self.refs.clear()
+        self.vectors.clear()
 
     def store(self, model_id: uuid.UUID, pairs: list[tuple[uuid.UUID, float]]) -> _Scores:
         idx = np.fromiter(
@@ -106,7 +108,7 @@ class BehaviourCache:
         return entry
 
     def touch(self, ids: list[uuid.UUID]) -> None:
-        for store in (self.scores, self.refs):
+        for store in (self.scores, self.refs, self.vectors):
             for m in ids:
                 if m in store:
                     store.move_to_end(m)
@@ -213,6 +215,24 @@ def _evidence_cached(
     return reference, aligned
 
 
+def _vectors_cached(ctx: Context, ids: list[uuid.UUID]) -> dict[uuid.UUID, np.ndarray]:
+    """The models' stored embeddings, cached under the same key as the scores (an embedding only changes
+    with its model's embedding state, which changes the registry version)."""
+    cache = cache_of(ctx)
+    with cache.lock:
+        generation = cache.generation
+        have = {m: v for m in ids if (v := cache.vectors.get(m)) is not None}
+    missing = [m for m in ids if m not in have]
+    if missing:
+        got = ctx.index.get_model_vectors(missing)
+        have.update(got)
+        with cache.lock:
+            if cache.generation == generation:
+                cache.vectors.update(got)
+                cache.touch(list(got))
+    return have
+
+
 def rerank(
     ctx: Context,
     model_id: uuid.UUID,
@@ -237,7 +257,11 @@ def rerank(
     ref = reference.ref
     ids = [model_id, *others]
     if vectors is None:
-        vectors = ctx.index.get_model_vectors(ids)
+        vectors = (
+            _vectors_cached(ctx, ids)
+            if scores_filter is None and cached
+            else ctx.index.get_model_vectors(ids)
+        )
     profile: dict[uuid.UUID, float] = {}
     if ref and model_id in vectors:
         have = [m for m in ids if m in vectors]

@@ -12,6 +12,7 @@ from sqlalchemy import Engine
 from registry import repositories as repo
 from registry import services
 from registry.db import make_engine, make_session_factory
+from registry.decisions.errors import UnknownModelError
 from registry.decisions.schemas import PortfolioFilters, PortfolioRequest, RouteRead, RouteRequest
 from registry.decisions.service import (
     brief,
@@ -165,3 +166,16 @@ def test_registry_reference_queries_follow_new_questions(ctx: Context) -> None:
     vecs = ctx.index.get_question_vectors(order)
     assert np.array_equal(phi2, np.stack([vecs[q] for q in order]))
     assert fallbacks(ctx, ids[0], 3).reference_queries == N_Q + 1
+
+
+def test_named_candidates_answer_alike_from_the_cached_pool(ctx: Context) -> None:
+    ids = register(ctx)
+    req = RouteRequest(queries=["What is 5 times 8?"], candidates=[ids[4], ids[1], ids[6]], top_k=3)
+    cold = answer(route_queries(ctx, req))  # the pool is not cached yet: candidates read from SQL and index
+    load_pool(ctx, None)
+    assert answer(route_queries(ctx, req)) == cold  # from the cached pool, same order
+    services.update_model(ctx, ids[1], ModelUpdate(status="unavailable"))
+    routed = route_queries(ctx, req)  # the write made the cached pool stale: read again
+    assert [r.model.status for r in routed.routes[0].ranked if r.model.id == ids[1]] == ["unavailable"]
+    with pytest.raises(UnknownModelError, match="unknown candidate"):
+        route_queries(ctx, req.model_copy(update={"candidates": [ids[0], uuid.uuid4()]}))

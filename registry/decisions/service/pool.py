@@ -169,11 +169,15 @@ def load_pool(ctx: Context, flt: ModelFilter | None, *, cached: bool = True) -> 
 
 
 def pool_subset(ctx: Context, ids: Sequence[uuid.UUID]) -> Pool | None:
-    """These models, in this order, from the cached pool; None unless every one is in it (embedded and
-    registered), so the caller's checks name what is missing."""
+    """These models, in this order, from the cached pool when it is current and holds every one (embedded
+    and registered); else None, and the caller reads them (it never loads the whole pool for a few ids)."""
     with ctx.session_factory() as s:
         key = (id(ctx.session_factory), ctx.embedder.fingerprint, repo.metadata_version(s))
-    full, at = _full_pool(ctx, key)
+    cache = _cache_of(ctx)
+    with cache.lock:
+        if cache.key != key or cache.pool is None:
+            return None
+        full, at = cache.pool, cache.at
     idx = [at.get(m) for m in ids]
     if any(i is None for i in idx):
         return None

@@ -21,6 +21,7 @@ from registry.decisions.service.pool import (
     brief,
     check_queries,
     load_pool,
+    pool_subset,
     price_of,
     require_models,
     require_vectors,
@@ -50,13 +51,17 @@ def route_queries(ctx: Context, req: RouteRequest) -> RouteRead:
         if not req.candidates:
             raise EmptyCandidatesError("candidates is an empty list: name at least one model")
         ids = list(dict.fromkeys(req.candidates))
-        rows = require_models(ctx, ids, "candidate")
-        if prov is None:
-            vecs = require_vectors(ctx, ids)
+        cached = pool_subset(ctx, ids) if prov is None else None  # all embedded and registered: no reads
+        if cached is not None:
+            pool = cached
         else:
-            pv = provenance_vectors(ctx, prov, must=ids, pool=False)
-            vecs = pv.as_dict()
-        pool = Pool(ids=ids, vectors=np.stack([vecs[i] for i in ids]), rows=[rows[i] for i in ids])
+            rows = require_models(ctx, ids, "candidate")
+            if prov is None:
+                vecs = require_vectors(ctx, ids)
+            else:
+                pv = provenance_vectors(ctx, prov, must=ids, pool=False)
+                vecs = pv.as_dict()
+            pool = Pool(ids=ids, vectors=np.stack([vecs[i] for i in ids]), rows=[rows[i] for i in ids])
     elif req.portfolio is not None:
         pool, pv = _portfolio_pool(ctx, req.portfolio, prov)
     else:
