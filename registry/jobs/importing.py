@@ -39,9 +39,11 @@ from registry.ports import JobHandle
 from registry.schemas import ImportJobParams
 from registry.services.common import embed_rows, index_write, new_question, upsert_vectors
 from registry.services.context import Context
-from registry.services.maintenance import MODEL_BATCH, QUESTION_BATCH, import_batch
+from registry.services.maintenance import MODEL_BATCH, import_batch
 
 log = logging.getLogger(__name__)
+
+VECTOR_BATCH = 256  # questions encoded per step: a progress report (and a cancel check) each
 
 # (path, format or None, options, allow_pickle) -> batch: `api.importing.load_batch`, which reads the
 # table layouts with encoder.data (the registry may not import it).
@@ -215,8 +217,9 @@ def stage_questions(ctx: Context, batch: ImportBatch, job: JobHandle) -> int:
     if new_rows:
         job.log(f"{len(new_rows)} new questions stored; writing their vectors")
     done = 0
-    for start in range(0, len(ids), QUESTION_BATCH):
-        part = ids[start : start + QUESTION_BATCH]
+    job.progress("question vectors", 0, len(ids))
+    for start in range(0, len(ids), VECTOR_BATCH):
+        part = ids[start : start + VECTOR_BATCH]
         have = ctx.index.get_question_vectors(part)
         missing = [q for q in part if q not in have]
         if missing:
