@@ -8,13 +8,19 @@ on shared questions are read from that provenance only, and models without any e
 left out. The response's `provenance` (`ProvenanceUsed`) says how many models and evaluations that was
 and what still read the whole registry.
 
-Cost: one embedding per compared model (about 7 ms for 500 evaluations with the shipped encoder, one
-CPU thread), so at most `MAX_MODELS` models are re-embedded per request.
+Cost: reading the compared models' scores of that provenance and one embedding per model (lart, 138
+models x 300 evaluations, shipped encoder, one CPU thread: about 3.7 s, half SQL, half encoder), so at
+most `MAX_MODELS` models are re-embedded per request. The vectors are cached per process (`_CACHE`),
+keyed on the encoder fingerprint, the filter and `repositories.registry_version` (SQL state that every
+write of scores changes), so a repeated request re-embeds nothing and every worker answers alike.
 """
 
 from __future__ import annotations
 
+import threading
 import uuid
+import weakref
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -34,7 +40,53 @@ from registry.services import similarity
 from registry.services.common import question_phi, to_model_read
 from registry.services.context import Context
 
-MAX_MODELS = 1000  # re-embedded per request: ~7 s at 500 evaluations each on one CPU thread
+MAX_MODELS = 1000  # re-embedded per request: ~25 s at 300 evaluations each on one CPU thread
+CACHED_FILTERS = 8  # provenance filters whose vectors a process keeps
+
+
+class _VectorCache:
+    """One process's re-embedded vectors for one registry: per (fingerprint, filter), model -> (vector,
+    evaluations), valid while `registry_version` is unchanged."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.version: object = None
+        self.by_filter: OrderedDict[tuple[str, str], dict[uuid.UUID, tuple[np.ndarray, int]]] = OrderedDict()
+
+    def get(self, version: object, key: tuple[str, str]) -> dict[uuid.UUID, tuple[np.ndarray, int]]:
+        """The cached vectors of this filter (a copy), after dropping everything if the data changed."""
+        with self.lock:
+            if version != self.version:
+                self.version, self.by_filter = version, OrderedDict()
+            got = self.by_filter.get(key)
+            if got is None:
+                return {}
+            self.by_filter.move_to_end(key)
+            return dict(got)
+
+    def put(
+        self, version: object, key: tuple[str, str], new: dict[uuid.UUID, tuple[np.ndarray, int]]
+    ) -> None:
+        with self.lock:
+            if version != self.version:  # the data changed while these were computed: keep nothing
+                return
+            self.by_filter.setdefault(key, {}).update(new)
+            self.by_filter.move_to_end(key)
+            while len(self.by_filter) > CACHED_FILTERS:
+                self.by_filter.popitem(last=False)
+
+
+# Keyed on the session factory (one per registry), so two registries in one process never share vectors.
+_CACHES: weakref.WeakKeyDictionary[object, _VectorCache] = weakref.WeakKeyDictionary()
+_CACHES_LOCK = threading.Lock()
+
+
+def _cache_of(ctx: Context) -> _VectorCache:
+    with _CACHES_LOCK:
+        cache = _CACHES.get(ctx.session_factory)
+        if cache is None:
+            cache = _CACHES[ctx.session_factory] = _VectorCache()
+        return cache
 
 
 class ProvenanceTooBroad(InvalidInput):
@@ -98,11 +150,16 @@ def provenance_vectors(
     *,
     must: Sequence[uuid.UUID] = (),
     pool: bool = True,
+    cached: bool = True,
 ) -> ProvenanceVectors:
     """Embed, from only their evaluations of `flt`, the models matching `model_flt` that hold any
     (`pool=False`: none of them) plus the `must` ids; a `must` id without such evaluations raises
-    NoProvenanceEvaluations naming it, more than MAX_MODELS models ProvenanceTooBroad."""
+    NoProvenanceEvaluations naming it, more than MAX_MODELS models ProvenanceTooBroad. `cached=False`:
+    embed everything again (what the cache must answer exactly like)."""
+    cache = _cache_of(ctx)
+    key = (ctx.embedder.fingerprint, flt.model_dump_json())
     with ctx.session_factory() as s:
+        version = repo.registry_version(s)
         counts, left_out = repo.models_with_evaluations(s, flt, model_flt) if pool else ({}, 0)
         pool_ids = sorted(counts)
         if must:
@@ -120,20 +177,27 @@ def provenance_vectors(
                 f"{len(ids)} models hold evaluations of this provenance ({describe(flt)}); a request "
                 f"re-embeds at most {MAX_MODELS}: narrow the provenance or the model filters"
             )
-        scores = repo.model_scores(s, ids, flt)
+        known = cache.get(version, key) if cached else {}
+        todo = [m for m in ids if m not in known or known[m][1] != counts[m]]
+        scores = repo.model_scores(s, todo, flt) if todo else {}
         phi, _ = question_phi(ctx, s, sorted({q for pairs in scores.values() for q, _ in pairs}))
-    vectors = np.zeros((len(ids), ctx.embedder.embedding_dim), dtype=np.float32)  # (N, E)
-    for i, m in enumerate(ids):
+    new: dict[uuid.UUID, tuple[np.ndarray, int]] = {}
+    for m in todo:
         pairs = scores[m]
         x = np.stack([phi[q] for q, _ in pairs]).astype(np.float32)  # (n, query_dim)
         y = np.asarray([sc for _, sc in pairs], dtype=np.float32)  # (n,)
         # One set per call, as for stored vectors: a vector must not depend on the other sets.
-        vectors[i] = ctx.embedder.embed([(x, y)])[0]
+        new[m] = (np.asarray(ctx.embedder.embed([(x, y)])[0], dtype=np.float32), len(pairs))
+    cache.put(version, key, new)
+    known.update(new)
+    vectors = np.zeros((len(ids), ctx.embedder.embedding_dim), dtype=np.float32)  # (N, E)
+    for i, m in enumerate(ids):
+        vectors[i] = known[m][0]
     return ProvenanceVectors(
         flt=flt,
         ids=ids,
         vectors=vectors,
-        counts={m: len(scores[m]) for m in ids},
+        counts={m: known[m][1] for m in ids},
         pool=pool_ids,
         left_out=left_out,
     )

@@ -225,3 +225,30 @@ def test_api_restricts_decisions_by_provenance(
     assert r.status_code == 422 and "no evaluations of this provenance" in r.json()["detail"]
     r = client.post("/v1/route", json={"queries": ["q?"], "provenance": {"tools": ["nope"]}}, headers=reader)
     assert r.status_code == 422 and "no model has evaluations of this provenance" in r.json()["detail"]
+
+
+def test_cached_vectors_equal_a_fresh_embedding_and_follow_writes(
+    ctx: Context, models: dict[str, uuid.UUID], tmp_path: Path
+) -> None:
+    from registry.services.provenance import provenance_vectors
+
+    first = provenance_vectors(ctx, ONLY_A)
+    again = provenance_vectors(ctx, ONLY_A)  # from the cache
+    fresh = provenance_vectors(ctx, ONLY_A, cached=False)
+    assert first.ids == again.ids == fresh.ids
+    np.testing.assert_array_equal(again.vectors, fresh.vectors)
+    assert again.counts == fresh.counts
+
+    # a new import of task a (a new provenance record, same questions) changes twin-b's scores there:
+    # the restricted vector must follow at once
+    SCORES["a"]["twin-b"] = TARGET["a"].copy()
+    try:
+        services.import_batch(ctx, importers.read(_write(tmp_path / "a.csv", "a"), "wide-csv"))
+    finally:
+        SCORES["a"]["twin-b"] = 1 - TARGET["a"]
+    after = provenance_vectors(ctx, ONLY_A)
+    refreshed = provenance_vectors(ctx, ONLY_A, cached=False)
+    np.testing.assert_array_equal(after.vectors, refreshed.vectors)
+    twin_b = models["twin-b"]
+    assert not np.allclose(after.vector(twin_b), first.vector(twin_b))
+    assert np.allclose(after.vector(twin_b), after.vector(models["target"]), atol=1e-5)
