@@ -35,11 +35,20 @@ class RebuildParams(BaseModel):
 
 
 def serving_context(ctx: Context) -> tuple[Context, EmbedderCache | None, Any]:
-    """The context bound to the encoder in service, its checkpoint loader and the switch to refresh."""
+    """The context bound to the encoder in service, its checkpoint loader and the switch to refresh.
+
+    In the API the container's serving switch answers; elsewhere (a bare worker process) the serving
+    row in SQL does, so a job re-run by another process starts from what serves now."""
     if isinstance(ctx, Container) and ctx.serving is not None:
         switch = ctx.serving
         return switch.current(), getattr(switch, "loader", None), switch.refresh
-    return ctx, None, None
+    try:
+        row = encoders.serving_encoder(ctx)
+    except encoders.EncoderBusy:
+        return ctx, None, None
+    cache = EmbedderCache(ctx.embedder, getattr(ctx.embedder, "query_encoder", None))
+    emb = cache.get(row.fingerprint) or cache(row.path)
+    return encoders.bound_to(ctx, row.fingerprint, row.generation, emb), cache, None
 
 
 def loader_for(ctx: Context, cache: EmbedderCache | None) -> encoders.EmbedderLoader:

@@ -1,0 +1,168 @@
+"""kill -9 during a reindex or a promotion: a second worker process re-runs the job, and afterwards the
+encoder in service has exactly one vector per model with evaluations, none left over, and every model's
+embedding state names it (the harness of tests/jobs/test_kill.py, with a populated registry)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from sqlalchemy import Engine, func, select
+
+from api import jobs as job_wiring
+from api.serving import EmbedderCache
+from encoder.checkpoint import save_checkpoint
+from encoder.inference import LocusEmbedder
+from encoder.model import LocusModel
+from registry import jobs
+from registry.db import make_session_factory
+from registry.schemas import EvaluationIn, JobCreate, ModelCreate, QuestionIn
+from registry.services import Context, encoders
+from registry.services import models as model_svc
+from registry.services.questions import add_questions
+from registry.settings import Settings
+from registry.tables import EmbeddingStateRow, EvaluationRow
+from registry.vectors import QdrantIndex
+from tests.conftest import SMALL
+from tests.jobs.test_kill import _int, _worker
+
+MODELS, QUESTIONS = 48, 30
+
+
+def _populate(ctx: Context, root: Path) -> None:
+    add_questions(
+        ctx, [QuestionIn(key=f"k{i}", text=f"Kill test question {i}: {i} squared?") for i in range(QUESTIONS)]
+    )
+    rng = np.random.default_rng(3)
+    for m in range(MODELS):
+        scores = rng.integers(0, 2, QUESTIONS)
+        model_svc.register_model(
+            ctx,
+            ModelCreate(
+                name=f"kill-{m}",
+                evaluations=[EvaluationIn(question=f"k{i}", score=float(y)) for i, y in enumerate(scores)],
+            ),
+        )
+    encoders.ensure_serving(ctx, str(root / "serving"))
+
+
+def _setup_reindex(ctx: Context, root: Path) -> dict[str, Any]:
+    _populate(ctx, root)
+    return {}
+
+
+def _setup_promote(ctx: Context, root: Path) -> dict[str, Any]:
+    _populate(ctx, root)
+    torch.manual_seed(11)
+    path = root / "candidate"
+    save_checkpoint(LocusModel(SMALL), path)
+    entry = encoders.register_encoder(ctx, str(path), EmbedderCache(ctx.embedder, None))
+    return {"encoder_id": str(entry.id)}
+
+
+@dataclass(frozen=True)
+class SwitchCase:
+    kind: str
+    setup: Callable[[Context, Path], dict[str, Any]]
+    kill_when: Callable[[str, int, int | None], bool]
+    changes_encoder: bool
+
+
+CASES = [
+    # mid-build: the next generation is half written, nothing in service has changed yet
+    SwitchCase(
+        "reindex", _setup_reindex, lambda st, d, t: st == "models" and t is not None and 0 < d < t, False
+    ),
+    SwitchCase(
+        "promote", _setup_promote, lambda st, d, t: st == "models" and t is not None and 0 < d < t, True
+    ),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.kind)
+def test_kill_9_mid_switch_then_rerun(
+    case: SwitchCase, db_url: str, engine: Engine, embedder: LocusEmbedder, tmp_path: Path
+) -> None:
+    sessions = make_session_factory(engine)
+    qdrant = tmp_path / "qdrant"
+    index = QdrantIndex(path=str(qdrant))
+    try:
+        ctx = Context(session_factory=sessions, index=index, embedder=embedder)
+        ctx.ensure_collections()
+        params = case.setup(ctx, tmp_path)
+        before = encoders.serving_encoder(ctx)
+    finally:
+        index.close()
+    job_wiring.install(Settings(database_url=db_url, import_root=tmp_path, job_dir=tmp_path / "jobs"))
+    job = jobs.submit_job(ctx, JobCreate(kind=case.kind, params=params))
+    log = tmp_path / "worker.log"
+
+    first = _worker(db_url, qdrant, tmp_path, log)
+    deadline = time.monotonic() + 240
+    try:
+        reports = tmp_path / "progress.tsv"
+        while True:
+            lines = reports.read_text().splitlines() if reports.exists() else []
+            last = lines[-1].split("\t") if lines else None
+            if last is not None and case.kill_when(last[0], int(last[1]), _int(last[2])):
+                break
+            assert first.poll() is None, log.read_text()[-3000:]
+            assert time.monotonic() < deadline, "never reached the kill point"
+            time.sleep(0.02)
+        os.kill(first.pid, signal.SIGKILL)
+    finally:
+        first.kill()
+        first.wait()
+    killed = jobs.get_job(ctx, job.id)
+    assert killed.state == "running" and killed.attempts == 1
+
+    second = _worker(db_url, qdrant, tmp_path, log)
+    try:
+        assert second.wait(timeout=300) == 0, log.read_text()[-3000:]
+    finally:
+        second.kill()
+    done = jobs.get_job(ctx, job.id)
+    assert done.state == "succeeded", (done.error, log.read_text()[-3000:])
+    assert done.attempts == 2
+
+    index = QdrantIndex(path=str(qdrant))
+    try:
+        ctx = Context(session_factory=sessions, index=index, embedder=embedder)
+        serving = encoders.serving_encoder(ctx)
+        assert (serving.fingerprint != before.fingerprint) == case.changes_encoder
+        assert serving.generation > before.generation or case.changes_encoder
+        emb = EmbedderCache(embedder, None)
+        bound = encoders.bound_to(
+            ctx, serving.fingerprint, serving.generation, emb.get(serving.fingerprint) or emb(serving.path)
+        )
+        counts = encoders.check_consistency(bound)
+        assert counts == {
+            "models": MODELS,
+            "models_with_evaluations": MODELS,
+            "points": MODELS,
+            "orphan_points": 0,
+            "missing_points": 0,
+        }
+        with sessions() as s:
+            labels = dict(
+                s.execute(
+                    select(EmbeddingStateRow.fingerprint, func.count()).group_by(
+                        EmbeddingStateRow.fingerprint
+                    )
+                ).all()
+            )
+            n_evals = s.scalar(select(func.count()).select_from(EvaluationRow))
+        assert labels == {
+            serving.fingerprint: MODELS
+        }  # every model's vector in service is the serving encoder's
+        assert n_evals == MODELS * QUESTIONS  # nothing duplicated or lost
+    finally:
+        index.close()
