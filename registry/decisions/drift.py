@@ -6,8 +6,11 @@ Clopper-Pearson bounds at the registry's tolerance. Drift is a one-model questio
 of the verdict use different thresholds:
 
 - `same` (not drifted): the upper bound is below the `same` tolerance, lowered to half the model's
-  disagreement with its nearest registered neighbour (`candidate_cap`): a swap for that neighbour is
-  never called `same`. Exactly the fingerprint's `same`.
+  disagreement with its nearest registered neighbour (`candidate_cap`), over all their questions and
+  over the re-probed questions alone (`probe_cap`): a swap for that neighbour is never called `same`.
+  The second cap matters because a probe set is not a random sample of questions: two weak models
+  that disagree on a fifth of all questions can agree on 95% of hard probe questions (zeroeval,
+  benchmarks/drift.py), and an endpoint that answers like either of them is then neither.
 - `different` (drifted): the lower bound reaches the registry's `same` tolerance (no cap), on at least
   `min_shared` shared questions: the endpoint disagrees with its own registered scores more than two
   sides the registry calls one model do, with error at most alpha. The fingerprint verdict the same
@@ -23,11 +26,15 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
+import numpy as np
+
 from registry.decisions.evidence import (
     EvidenceVerdict,
     SharedEvidence,
     Tolerance,
     bounds,
+    candidate_cap,
+    nearest_disagreements,
     questions_needed,
     verdict,
 )
@@ -46,6 +53,16 @@ class DriftJudgement:
     flag_at: float  # the lower bound must reach this for `different`
     questions_needed: int | None  # shared questions that would decide, at the observed rate
     why: str
+
+
+def probe_cap(stored: np.ndarray, others: np.ndarray, *, min_shared: int) -> float | None:
+    """Half the smallest disagreement, on these questions, between a model's stored scores `stored` (Q,)
+    and another registered model's (`others` (M, Q), NaN = not scored), over pairs that share at least
+    `min_shared` of them (duplicates and constant pairs left out, as in the tolerance); None: no pair."""
+    if len(others) == 0:
+        return None
+    labels = np.vstack([np.asarray(stored, np.float64)[None, :], np.asarray(others, np.float64)])  # (1+M, Q)
+    return candidate_cap(float(nearest_disagreements(labels, min_shared=min_shared)[0]))
 
 
 def questions_to_flag(rate: float, flag_at: float, alpha: float, limit: int = 100_000) -> int | None:

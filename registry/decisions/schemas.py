@@ -409,7 +409,15 @@ class DriftCheckRead(BaseModel):
     drifted: bool = Field(description="the model is flagged after this check")
     evidence: EvidenceRead
     tolerance: ToleranceRead
-    same_below: float = Field(description="`same` needs the upper bound below this")
+    same_below: float = Field(
+        description="`same` needs the upper bound below this: the tolerance's `same`, or half the model's "
+        "disagreement with its nearest registered neighbour (cap_registry over all questions, cap_probe over "
+        "the re-probed ones) when smaller"
+    )
+    cap_registry: float | None = Field(default=None, description="half the nearest-neighbour disagreement")
+    cap_probe: float | None = Field(
+        default=None, description="half the nearest-neighbour disagreement on the re-probed questions"
+    )
     flag_at: float = Field(description="`different` needs the lower bound at or above this")
     min_shared: int
     submitted: int = Field(description="scores submitted")

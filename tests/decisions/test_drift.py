@@ -15,7 +15,7 @@ from api.wiring import build_container
 from encoder.checkpoint import save_checkpoint
 from encoder.model import LocusModel
 from registry import services
-from registry.decisions.drift import MIN_SHARED, judge_drift, questions_to_flag
+from registry.decisions.drift import MIN_SHARED, judge_drift, probe_cap, questions_to_flag
 from registry.decisions.evidence import Tolerance, bounds, shared_evidence
 from registry.schemas import EvaluationIn, ModelCreate, QuestionIn
 from registry.settings import Settings
@@ -204,3 +204,19 @@ def test_cli_drift_check_and_list(tmp_path: Path, capsys: pytest.CaptureFixture[
     with pytest.raises(SystemExit):  # argparse refuses it, naming the argument
         main(["drift", "check", "not-a-uuid", "--scores", str(same)], settings)
     assert "not a model id" in capsys.readouterr().err
+
+
+def test_the_cap_reads_the_neighbour_on_the_reprobed_questions() -> None:
+    # two models that disagree on a fifth of all questions but on 2 of the 64 re-probed ones: on those,
+    # an endpoint answering like either is close to both, so `same` must be out of reach there
+    rng = np.random.default_rng(5)
+    a = (rng.random(64) < 0.5).astype(float)
+    b = a.copy()
+    b[:2] = 1.0 - b[:2]
+    cap = probe_cap(a, b[None, :], min_shared=32)
+    assert cap is not None and abs(cap - 1 / 64) < 1e-12
+    assert probe_cap(a, b[None, :], min_shared=65) is None  # too few shared: no pair counts
+    both = np.vstack([b, np.where(rng.random(64) < 0.5, np.nan, 1.0 - a)])
+    assert probe_cap(a, both, min_shared=16) == cap  # the nearest of several
+    j = judge_drift(shared_evidence(a, a, TOL.alpha), TOL, cap)
+    assert j.verdict == "undetermined" and j.same_below == cap  # identical answers, yet not `same`

@@ -16,7 +16,7 @@ import numpy as np
 
 from registry import repositories as repo
 from registry import repositories_lifecycle as lrepo
-from registry.decisions.drift import DriftJudgement, judge_drift
+from registry.decisions.drift import DriftJudgement, judge_drift, probe_cap
 from registry.decisions.errors import InvalidDecisionInput, UnknownModelError
 from registry.decisions.evidence import SharedEvidence, Tolerance, candidate_cap, shared_evidence
 from registry.decisions.schemas import (
@@ -28,15 +28,16 @@ from registry.decisions.schemas import (
 )
 from registry.decisions.service.fingerprint import probe_keys_missing
 from registry.decisions.service.pool import brief
-from registry.decisions.service.thresholds import ThresholdProvider, tolerance_read
+from registry.decisions.service.thresholds import ThresholdProvider, calibration_models, tolerance_read
 from registry.schemas import Page
 from registry.services import embed_evaluations
-from registry.services.common import check_size
+from registry.services.common import check_size, score_matrix
 from registry.services.context import Context
 from registry.services.history import record_embeddings
 from registry.tables import DriftCheckRow, utcnow
 
 MAX_DISAGREEING = 50  # question keys of disagreements kept with a check
+MAX_NEIGHBOURS = 400  # registered models read for the cap on the re-probed questions (as the tolerance)
 
 
 def check_drift(
@@ -58,12 +59,12 @@ def check_drift(
         mine = {ids[e.question]: float(e.score) for e in req.evaluations if e.question in ids}
         theirs = dict(repo.model_scores(s, [model_id]).get(model_id, []))
     shared = sorted(q for q in mine if q in theirs)  # canonical order: by question id
-    ev = shared_evidence(
-        np.asarray([theirs[q] for q in shared], np.float64),
-        np.asarray([mine[q] for q in shared], np.float64),
-        tol.alpha,
-    )
-    j = judge_drift(ev, tol, candidate_cap(nearest.get(model_id)), min_shared=req.min_shared)
+    stored = np.asarray([theirs[q] for q in shared], np.float64)
+    ev = shared_evidence(stored, np.asarray([mine[q] for q in shared], np.float64), tol.alpha)
+    cap_registry = candidate_cap(nearest.get(model_id))
+    cap_probe = _probe_cap(ctx, model_id, shared, stored, req.min_shared)
+    caps = [c for c in (cap_registry, cap_probe) if c is not None]
+    j = judge_drift(ev, tol, min(caps) if caps else None, min_shared=req.min_shared)
     probes = probe_keys_missing(ctx, theirs, mine) if j.verdict == "undetermined" else []
     disagreeing = sorted(key_of[q] for q in shared if abs(theirs[q] - mine[q]) >= 0.5)[:MAX_DISAGREEING]
     registered = [e for e in req.evaluations if e.question in ids]
@@ -75,7 +76,7 @@ def check_drift(
     now = utcnow()
     evidence = _evidence_json(
         ev, tol, j, req, len(shared), len(req.evaluations) - len(shared), probes, disagreeing, dist
-    )
+    ) | {"cap_registry": cap_registry, "cap_probe": cap_probe}
     with ctx.session_factory() as s, s.begin():
         row = repo.get_model(s, model_id)
         if row is None:  # deleted since it was read
@@ -110,6 +111,20 @@ def check_drift(
             )
         s.refresh(row)
         return to_read(check, brief(row))
+
+
+def _probe_cap(
+    ctx: Context, model_id: uuid.UUID, shared: list[uuid.UUID], stored: np.ndarray, min_shared: int
+) -> float | None:
+    """`probe_cap` against the registered models the tolerance reads (at most MAX_NEIGHBOURS, by name)."""
+    if len(shared) < min_shared:
+        return None  # no `same` is possible on fewer questions anyway
+    with ctx.session_factory() as s:
+        ids = [m for m in calibration_models(s, MAX_NEIGHBOURS) if m != model_id]
+        scores = repo.model_scores_on(s, ids, shared)
+    others = [m for m in ids if scores.get(m)]
+    labels = score_matrix(others, {m: list(scores[m].items()) for m in others}, shared)  # (M, Q)
+    return probe_cap(stored, labels, min_shared=min_shared)
 
 
 def _evidence_json(
@@ -164,6 +179,8 @@ def to_read(row: DriftCheckRow, model: Any = None) -> DriftCheckRead:
         ),
         tolerance=ToleranceRead(**e["tolerance"]),
         same_below=e["same_below"],
+        cap_registry=e.get("cap_registry"),
+        cap_probe=e.get("cap_probe"),
         flag_at=e["flag_at"],
         min_shared=e["min_shared"],
         submitted=e["submitted"],
