@@ -193,7 +193,9 @@ class EvaluationFilter(Strict):
     source_ids: list[uuid.UUID] = Field(default_factory=list)
     min_run_at: dt.datetime | None = None
     max_run_at: dt.datetime | None = None
-    with_provenance: bool | None = Field(None, description="true: imported scores only; false: the others")
+    with_provenance: bool | None = Field(
+        default=None, description="true: imported scores only; false: the others"
+    )
 
     @field_validator("min_run_at", "max_run_at")
     @classmethod
