@@ -190,7 +190,7 @@ class QueryRouteRead(BaseModel):
     decision_id: uuid.UUID | None = Field(
         default=None,
         description="report whether `chosen` answered well with POST /v1/route/outcomes (within the "
-        "retention window)",
+        "retention window); None when the decision could not be recorded (the database was busy)",
     )
 
 

@@ -4,11 +4,16 @@ per decision, refused past the window (over HTTP, SQLite and PostgreSQL)."""
 from __future__ import annotations
 
 import datetime as dt
+import sqlite3
 import uuid
 
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select, update
 
+from registry.db import make_engine, make_session_factory
+from registry.decisions.schemas import RouteRequest
+from registry.decisions.service import route_queries
 from registry.decisions.service.outcomes import QUESTION_PREFIX, query_sha256
 from registry.services import Context
 from registry.tables import EmbeddingHistoryRow, RouteDecisionRow, utcnow
@@ -128,3 +133,22 @@ def test_kept_text_serves_the_outcome_and_old_decisions_are_refused_then_pruned(
             .where(RouteDecisionRow.created_at < utcnow() - dt.timedelta(days=7))
         )
     assert left == 0
+
+
+def test_a_busy_database_routes_without_decision_ids(
+    ctx: Context, db_url: str, client: TestClient, reader: dict[str, str], registered: dict[str, str]
+) -> None:
+    if not db_url.startswith("sqlite"):
+        pytest.skip("the lock is SQLite's: PostgreSQL inserts beside a long transaction without waiting")
+    impatient = make_engine(db_url, connect_args={"timeout": 0.2, "check_same_thread": False})
+    busy = Context(session_factory=make_session_factory(impatient), index=ctx.index, embedder=ctx.embedder)
+    lock = sqlite3.connect(db_url.removeprefix("sqlite:///"), timeout=5)
+    try:
+        lock.execute("BEGIN IMMEDIATE")  # a writer holding the lock, as a long import does
+        read = route_queries(busy, RouteRequest(queries=QUERIES))
+        assert len(read.routes) == 2 and all(r.decision_id is None for r in read.routes)
+    finally:
+        lock.rollback()
+        lock.close()
+        impatient.dispose()
+    assert all(r["decision_id"] is not None for r in route(client, reader))  # once free, recorded again

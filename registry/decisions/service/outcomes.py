@@ -1,7 +1,9 @@
 """Route outcomes: every routed query gets a decision id; an outcome reported for it becomes an evaluation.
 
 `record_decisions` (called by `route_queries`) stores one `route_decisions` row per routed query in one
-bulk insert: the query's SHA-256, the chosen model, the encoder and the predicted P(correct). The query
+bulk insert: the query's SHA-256, the chosen model, the encoder and the predicted P(correct). When
+the database refuses the write (SQLite locked by a long import past its busy timeout) the routes are
+answered without decision ids. The query
 text is kept only when the request asks (`keep_queries`): production prompts may hold personal data,
 and by default the registry keeps nothing of them but the hash.
 
@@ -18,10 +20,12 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import logging
 import threading
 import time
 import uuid
 
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from registry import repositories as repo
@@ -34,6 +38,8 @@ from registry.services.context import Context
 from registry.services.models import store_evaluations
 from registry.services.retry import retry_on_race
 from registry.tables import EvaluationSourceRow, utcnow
+
+log = logging.getLogger(__name__)
 
 SOURCE = "route-outcome"
 QUESTION_PREFIX = "route:"
@@ -91,9 +97,18 @@ def record_decisions(ctx: Context, req: RouteRequest, read: RouteRead) -> RouteR
             }
         )
         r.decision_id = did
-    with ctx.session_factory() as s, s.begin():
-        lrepo.add_route_decisions(s, rows)
-        _maybe_prune(s, now - retention(ctx))
+    try:
+        with ctx.session_factory() as s, s.begin():
+            lrepo.add_route_decisions(s, rows)
+            _maybe_prune(s, now - retention(ctx))
+    except OperationalError:
+        # The database refused the write (SQLite locked past its busy timeout by a long import): the
+        # routes are still right, so answer them, without decision ids, rather than fail the request.
+        log.warning(
+            "routing decisions not recorded (database busy): %d routes without decision ids", len(rows)
+        )
+        for r in read.routes:
+            r.decision_id = None
     return read
 
 
