@@ -53,12 +53,17 @@ def list_all(s: Session) -> list[EncoderRow]:
     return list(s.scalars(select(EncoderRow).order_by(EncoderRow.created_at.desc(), EncoderRow.id)))
 
 
-def changed_since(s: Session, since: dt.datetime) -> list[uuid.UUID]:
-    """Models whose metadata or embedding state changed at or after `since` (catch-up after a build)."""
+def changed_since(s: Session, since: dt.datetime, *, embeddings: bool = True) -> list[uuid.UUID]:
+    """Models whose metadata (or, with `embeddings`, embedding state) changed at or after `since`."""
+    cond = (
+        or_(ModelRow.updated_at >= since, EmbeddingStateRow.updated_at >= since)
+        if embeddings
+        else (ModelRow.updated_at >= since)
+    )
     stmt = (
         select(ModelRow.id)
         .outerjoin(EmbeddingStateRow, EmbeddingStateRow.model_id == ModelRow.id)
-        .where(or_(ModelRow.updated_at >= since, EmbeddingStateRow.updated_at >= since))
+        .where(cond)
         .order_by(ModelRow.id)
     )
     return list(s.scalars(stmt))

@@ -274,8 +274,7 @@ def switch_to(
     handle.log(f"switched to {plan.fingerprint} generation {plan.generation}; waiting {grace_s:.0f} s")
     time.sleep(grace_s + SERVING_TTL_S)
     reason: EmbeddingReason = "reindex" if rebuild else "promote"
-    caught += _catch_up(target, switch_mark, handle, record=reason)
-    caught += _embed(target, _stale(target), handle, "catch-up", record=reason)
+    caught += _after_switch(target, switch_mark, handle, reason)
     if old_key is not None and old_key[0] == plan.fingerprint and old_key[1] != plan.generation:
         view.drop_collections(*old_key)  # a reindex: the replaced generation is not a rollback target
     _drop_retired(target)
@@ -360,9 +359,7 @@ def _embed(
     return embedded
 
 
-def _catch_up(
-    target: Context, since: dt.datetime, handle: JobHandle, *, record: EmbeddingReason | None = None
-) -> int:
+def _catch_up(target: Context, since: dt.datetime, handle: JobHandle) -> int:
     """Re-embed models changed since `since` until a pass finds none; drop points of deleted models."""
     total = 0
     for _ in range(5):
@@ -376,8 +373,25 @@ def _catch_up(
                 target.index.delete_models(orphans)
         if not changed and not orphans:
             break
-        total += _embed(target, changed, handle, "catch-up", record=record)
+        total += _embed(target, changed, handle, "catch-up")
     return total
+
+
+def _after_switch(target: Context, since: dt.datetime, handle: JobHandle, reason: EmbeddingReason) -> int:
+    """The last catch-up, once requests still holding the old encoder have finished: models they wrote
+    (embedding state not the target's), models whose metadata changed since the switch (payloads), and
+    points of models deleted meanwhile. Embedding-state times are not read here: the switch itself
+    relabelled every model."""
+    with target.session_factory() as s:
+        changed = set(enc_repo.changed_since(s, since, embeddings=False))
+        in_sql = set(repo.iter_model_ids(s))
+    todo = sorted(changed | set(_stale(target)))
+    done = _embed(target, todo, handle, "catch-up", record=reason) if todo else 0
+    orphans = sorted(target.index.model_ids() - in_sql)
+    if orphans:
+        with index_write():
+            target.index.delete_models(orphans)
+    return done
 
 
 def _stale(target: Context) -> list[uuid.UUID]:
