@@ -32,7 +32,7 @@ from registry.tables import EmbeddingHistoryRow, utcnow
 EmbeddingReason = Literal["register", "evaluations", "outcome", "import", "reindex", "promote", "probe"]
 REASONS: tuple[str, ...] = get_args(EmbeddingReason)
 KEEP_PER_ENCODER = 100  # history rows kept per model and encoder (the oldest are pruned)
-SCALE_SAMPLE = 2_000  # models whose nearest neighbour the scale is read from
+SCALE_SAMPLE = 1_000  # models whose nearest neighbour the scale is read from
 
 WHY = {
     "register": "registered",
@@ -116,10 +116,14 @@ def neighbour_scale(ctx: Context) -> float | None:
         pick = np.arange(len(ids))
         if len(ids) > SCALE_SAMPLE:
             pick = np.sort(np.random.default_rng(0).choice(len(ids), SCALE_SAMPLE, replace=False))
-        q = x[pick]  # (S, E)
-        d2 = (q * q).sum(1)[:, None] + (x * x).sum(1)[None, :] - 2.0 * q @ x.T  # (S, N)
-        d2[np.arange(len(pick)), pick] = np.inf  # not a model's own neighbour
-        scale = float(np.median(np.sqrt(np.maximum(d2.min(axis=1), 0.0))))
+        sq = (x * x).sum(1)  # (N,)
+        nearest = []
+        for start in range(0, len(pick), 256):  # blocks keep the distance matrix small (256 x N)
+            rows = pick[start : start + 256]
+            d2 = sq[rows][:, None] + sq[None, :] - 2.0 * x[rows] @ x.T  # (B, N)
+            d2[np.arange(len(rows)), rows] = np.inf  # not a model's own neighbour
+            nearest.append(np.sqrt(np.maximum(d2.min(axis=1), 0.0)))
+        scale = float(np.median(np.concatenate(nearest)))
         if not np.isfinite(scale) or scale <= 0:
             scale = None
     with _scale_lock:

@@ -92,6 +92,9 @@ def test_history_reads_newest_first_with_a_summary_in_readable_units(ctx: Contex
     assert [e.reason for e in h.items] == ["evaluations", "evaluations", "register"]
     scale = neighbour_scale(ctx)
     assert scale is not None and h.neighbour_scale == scale
+    _, vecs = ctx.index.scan_models(None)
+    d = np.linalg.norm(vecs[:, None, :] - vecs[None, :, :], axis=-1) + np.diag([np.inf] * len(vecs))
+    assert abs(scale - float(np.median(d.min(axis=1)))) < 1e-5  # median distance to the nearest other model
     top = h.items[0]
     assert top.distance_prev is not None and top.relative_prev is not None
     assert abs(top.relative_prev - top.distance_prev / scale) < 1e-9
