@@ -194,7 +194,7 @@ def table(doc: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", nargs="+", required=True)
+    ap.add_argument("--data", nargs="+", help="source folders (normalised layout)")
     ap.add_argument("--probe", type=int, default=128, help="probe set size (GET /v1/probes?n=)")
     ap.add_argument("--others", type=int, default=3, help="substitute models tried per model")
     ap.add_argument("--min-shared", type=int, default=32)
@@ -210,6 +210,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.print_only:
         print(table(json.loads(args.out.read_text())))
         return
+    if not args.data:
+        ap.error("--data is required (unless --print)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     doc: dict[str, Any] = {
         **provenance(),

@@ -28,7 +28,7 @@ from registry.decisions.schemas import (
 )
 from registry.decisions.service.fingerprint import probe_keys_missing
 from registry.decisions.service.pool import brief
-from registry.decisions.service.thresholds import ThresholdProvider, calibration_models, tolerance_read
+from registry.decisions.service.thresholds import ThresholdProvider, tolerance_read
 from registry.schemas import Page
 from registry.services import embed_evaluations
 from registry.services.common import check_size, score_matrix
@@ -120,7 +120,9 @@ def _probe_cap(
     if len(shared) < min_shared:
         return None  # no `same` is possible on fewer questions anyway
     with ctx.session_factory() as s:
-        ids = [m for m in calibration_models(s, MAX_NEIGHBOURS) if m != model_id]
+        # the models the tolerance reads (`calibration_models`: by name, then id), without ORM rows
+        named = sorted((r.name, str(r.id), r.id) for r in repo.model_summaries(s))
+        ids = [m for _, _, m in named[:MAX_NEIGHBOURS] if m != model_id]
         scores = repo.model_scores_on(s, ids, shared)
     others = [m for m in ids if scores.get(m)]
     labels = score_matrix(others, {m: list(scores[m].items()) for m in others}, shared)  # (M, Q)
