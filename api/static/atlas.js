@@ -16,6 +16,7 @@ const state = {
   neighbours: [],      // ids joined to the selected model on the map
   portfolio: null,     // PortfolioRead
   duplicates: null,    // DuplicatesRead
+  drifted: null,       // Page[DriftedModelRead] from GET /v1/drift
 };
 window.atlasState = state;  // for tests and the benchmark
 
@@ -123,6 +124,13 @@ function traces() {
     out.push({type: "scatter", mode: "markers", name: "portfolio", x: chosen.map((p) => p.x), y: chosen.map((p) => p.y),
       text: chosen.map((p) => p.name), customdata: chosen.map((p) => p.id), hovertemplate: "<b>%{text}</b> (kept)<extra></extra>",
       marker: {symbol: "diamond-open", size: chosen.map((p) => markerSize(p.params_b) + 10), color: "#111", line: {width: 2.5}}});
+  }
+  if (state.drifted) {
+    const flagged = state.drifted.items.map((d) => state.byId.get(d.model.id)).filter(Boolean);
+    out.push({type: "scatter", mode: "markers", name: "drifted", x: flagged.map((p) => p.x), y: flagged.map((p) => p.y),
+      text: flagged.map((p) => p.name), customdata: flagged.map((p) => p.id),
+      hovertemplate: "<b>%{text}</b> (drifted: a re-probe no longer behaves like it)<extra></extra>",
+      marker: {symbol: "x-thin-open", size: flagged.map((p) => markerSize(p.params_b) + 12), color: "#d62728", line: {width: 3}}});
   }
   if (state.selected && state.byId.has(state.selected)) {
     const p = state.byId.get(state.selected);
@@ -277,6 +285,24 @@ async function showDuplicates() {
   }
 }
 
+async function showDrift() {
+  showError(null);
+  try {
+    state.drifted = await api("/v1/drift?limit=1000");
+    const d = state.drifted;
+    $("drift").innerHTML = d.items.length
+      ? "<ul id='drifted'>" + d.items.map((m) => {
+          const c = m.latest;
+          const why = c ? `${c.kind}: disagreement ${fmt(c.evidence.rate, 3)} on ${c.evidence.shared_questions} shared questions` : "";
+          return `<li>${modelLink(m.model)} <span class="hint">since ${esc(m.drifted_at.slice(0, 10))}${why ? " · " + esc(why) : ""}</span></li>`;
+        }).join("") + "</ul>"
+      : `<p class="hint">no model is flagged as drifted</p>`;
+    await draw();
+  } catch (err) {
+    showError(err);
+  }
+}
+
 function search() {
   const text = $("search").value.trim().toLowerCase();
   if (!text) return;
@@ -302,6 +328,7 @@ function init() {
   $("portfolio-form").addEventListener("submit", overlayPortfolio);
   $("pf-clear").addEventListener("click", () => { state.portfolio = null; $("portfolio").innerHTML = ""; draw(); });
   $("dup-show").addEventListener("click", showDuplicates);
+  $("drift-show").addEventListener("click", showDrift);
   document.body.addEventListener("click", (e) => {
     const link = e.target.closest("a.model");
     if (link) select(link.dataset.id);

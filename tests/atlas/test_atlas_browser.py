@@ -5,6 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from fastapi.testclient import TestClient
+
+from tests.client.fleet import PATTERNS
+
 POINTS = "#map .scatterlayer .trace:not(:empty) path.point"
 
 
@@ -28,7 +32,19 @@ def wait_card(page: Any, name: str) -> None:
     )
 
 
-def test_atlas_in_a_real_browser(page: Any, live_url: str, fleet: dict[str, str], read_key: str) -> None:
+def test_atlas_in_a_real_browser(
+    page: Any, live_url: str, fleet: dict[str, str], read_key: str, write_key: str, client: TestClient
+) -> None:
+    # gamma's endpoint re-probed with delta's answers (every one opposite): flagged as drifted
+    probe = client.post(
+        f"/v1/models/{fleet['gamma']}/probes",
+        json={
+            "evaluations": [{"question": f"q{i}", "score": s} for i, s in enumerate(PATTERNS["delta"])],
+            "min_shared": 8,
+        },
+        headers={"Authorization": f"Bearer {write_key}"},
+    )
+    assert probe.status_code == 201 and probe.json()["drifted"], probe.text
     page.goto(f"{live_url}/atlas")
     page.fill("#key", read_key)
     page.click("#key-form button")
@@ -63,6 +79,10 @@ def test_atlas_in_a_real_browser(page: Any, live_url: str, fleet: dict[str, str]
 
     page.click("#dup-show")
     page.wait_for_selector("#duplicates :is(ul, p)")
+    page.click("#drift-show")
+    page.wait_for_selector("#drifted li")
+    assert page.locator("#drifted li a").all_inner_texts() == ["gamma"]
+    assert "shared questions" in page.inner_text("#drifted")
     page.select_option("#color-by", "cluster")
     assert page.locator(POINTS).count() >= len(fleet)  # the portfolio ring adds markers, none are lost
     assert not page.js_errors, page.js_errors
