@@ -8,13 +8,18 @@ scores). The steps:
 1. the batch's new questions are committed (SQL first), then their vectors are upserted; a run that
    dies in between leaves questions without vectors, which the next run (or any embedding that reads
    them) encodes and writes: nothing is left behind that a re-run does not complete;
-2. models, scores and embeddings are written by `registry.services.import_batch` in one transaction:
-   a dead worker's transaction is rolled back by the database, but vectors it had already upserted
-   stay in the index (new models' points under ids that never reached SQL; existing models' points
-   overwritten ahead of SQL);
+2. models, scores and embeddings are written by `registry.services.import_batch`, in chunks of
+   about 20k scores, one transaction each (so other writers never wait long for SQLite's lock): a
+   dead worker's open transaction is rolled back by the database, but vectors it had already
+   upserted stay in the index (new models' points under ids that never reached SQL; existing
+   models' points overwritten ahead of SQL); chunks committed before stay (a re-run rewrites them
+   with the same scores and vectors);
 3. so after a re-run commits, points carrying one of the batch's model names but no SQL row are
-   deleted, and after a cancel or failure the batch's existing models are re-embedded from SQL:
+   deleted, and after a cancel or failure the chunk's existing models are re-embedded from SQL:
    every model in SQL has exactly one vector, made from its committed evaluations.
+
+A cancelled or failed import therefore keeps the models of the chunks it finished; submitting it
+again completes it.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from __future__ import annotations
 import logging
 import shutil
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -36,7 +41,7 @@ from registry.importers import ImportBatch, ImportOptions
 from registry.jobs.runner import WorkerStopping
 from registry.jobs.store import Lost
 from registry.ports import JobHandle
-from registry.schemas import ImportJobParams
+from registry.schemas import ImportJobParams, ImportReport
 from registry.services.common import embed_rows, index_write, new_question, upsert_vectors
 from registry.services.context import Context
 from registry.services.maintenance import MODEL_BATCH, import_batch
@@ -44,6 +49,7 @@ from registry.services.maintenance import MODEL_BATCH, import_batch
 log = logging.getLogger(__name__)
 
 VECTOR_BATCH = 256  # questions encoded per step: a progress report (and a cancel check) each
+CHUNK_EVALUATIONS = 20_000  # scores written per transaction (SQLite: a few seconds of write lock)
 
 # (path, format or None, options, allow_pickle) -> batch: `api.importing.load_batch`, which reads the
 # table layouts with encoder.data (the registry may not import it).
@@ -156,37 +162,97 @@ def import_handler(load: Loader, places: ImportPlaces) -> Callable[[Context, Job
 
 
 def import_table(
-    ctx: Context, batch: ImportBatch, job: JobHandle, *, limit_models: int | None = None
+    ctx: Context,
+    batch: ImportBatch,
+    job: JobHandle,
+    *,
+    limit_models: int | None = None,
+    chunk_evaluations: int = CHUNK_EVALUATIONS,
 ) -> dict[str, Any]:
-    """Write a batch so that a re-run after any interruption leaves SQL and vectors consistent."""
+    """Write a batch so that a re-run after any interruption leaves SQL and vectors consistent.
+
+    Models are written in chunks of about `chunk_evaluations` scores, one transaction each, so the
+    import never holds the database's write lock for long (SQLite has one writer: a single
+    transaction for 100k scores kept every other write waiting for half a minute).
+    """
     names = batch.models if limit_models is None else batch.models[: max(0, limit_models)]
     ctx.ensure_collections()
     staged = stage_questions(ctx, batch, job)
-    try:
-        report = import_batch(ctx, batch, limit_models=limit_models, progress=job.progress)
-    except BaseException:
-        # Rolled back in SQL; put the vectors back in line with what SQL holds.
+    totals = {"models_created": 0, "models_updated": 0, "evaluations": 0, "sources_created": 0}
+    chunks = list(model_chunks(batch, len(names), chunk_evaluations))
+    if not chunks:  # no models (limit_models=0): still store the questions' provenance records
+        none = np.zeros(0, dtype=np.int64)
+        empty = ImportBatch(
+            batch.name, batch.questions, [], batch.provenances, none, none, np.zeros(0, np.float32), none
+        )
+        chunks = [(0, empty)]
+    if len(chunks) > 1:
+        job.log(f"writing {len(names)} models in {len(chunks)} transactions")
+    for offset, chunk in chunks:
+
+        def progress(stage: str, done: int, total: int | None, offset: int = offset) -> None:
+            job.progress(stage, offset + done, len(names))  # the chunk's models as a share of all
+
         try:
-            removed, restored = repair_vectors(ctx, names, reembed=True)
-        except Exception:
-            log.exception("import job %s: vectors could not be repaired; run a reindex", job.id)
+            report = import_batch(ctx, chunk, progress=progress)
+        except BaseException:
+            # This chunk rolled back in SQL; put the vectors back in line with what SQL holds.
+            try:
+                removed, restored = repair_vectors(ctx, chunk.models, reembed=True)
+            except Exception:
+                log.exception("import job %s: vectors could not be repaired; run a reindex", job.id)
+                raise
+            if removed or restored:
+                _quiet_log(
+                    job,
+                    f"rolled back the models from {offset + 1}: {removed} uncommitted vectors removed, "
+                    f"{restored} re-embedded; {offset} models were written (a re-run completes the import)",
+                )
             raise
-        if removed or restored:
-            _quiet_log(
-                job, f"rolled back: {removed} uncommitted model vectors removed, {restored} re-embedded"
-            )
-        raise
+        for k in totals:
+            totals[k] += getattr(report, k)
     removed, _ = repair_vectors(ctx, names, reembed=False)
     if removed:
         job.log(f"removed {removed} vectors an interrupted earlier attempt had left without a model")
-    # The questions this run stored itself (step 1) count as created, as in a one-transaction import.
-    report = report.model_copy(
-        update={
-            "questions_created": report.questions_created + staged,
-            "questions_existing": report.questions_existing - staged,
-        }
-    )
-    return report.model_dump(mode="json")
+    n_keys = len({q.key for q in batch.questions})
+    n_sources = len({p.fingerprint() for p in batch.provenances})
+    return ImportReport(
+        source=batch.name,
+        questions_created=staged,  # the questions this run stored itself (step 1)
+        questions_existing=n_keys - staged,
+        sources_existing=n_sources - totals["sources_created"],
+        **totals,
+    ).model_dump(mode="json")
+
+
+def model_chunks(
+    batch: ImportBatch, n_models: int, max_evaluations: int
+) -> Iterator[tuple[int, ImportBatch]]:
+    """The first `n_models` models of the batch in groups of about `max_evaluations` scores:
+    (index of the group's first model, a batch of only those models and the questions they use)."""
+    order = np.argsort(batch.model_idx, kind="stable")  # evaluations grouped by model
+    bounds = np.searchsorted(batch.model_idx[order], np.arange(len(batch.models) + 1))
+    start = 0
+    while start < n_models:
+        stop = start + 1
+        while stop < n_models and bounds[stop + 1] - bounds[start] <= max_evaluations:
+            stop += 1
+        sel = order[bounds[start] : bounds[stop]]
+        used, q_local = np.unique(batch.question_idx[sel], return_inverse=True)
+        yield (
+            start,
+            ImportBatch(
+                name=batch.name,
+                questions=[batch.questions[j] for j in used.tolist()],
+                models=batch.models[start:stop],
+                provenances=batch.provenances,
+                model_idx=batch.model_idx[sel] - start,
+                question_idx=q_local.astype(np.int64),
+                scores=batch.scores[sel],
+                source_idx=batch.source_idx[sel],
+            ),
+        )
+        start = stop
 
 
 def stage_questions(ctx: Context, batch: ImportBatch, job: JobHandle) -> int:

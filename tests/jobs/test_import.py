@@ -120,3 +120,23 @@ def test_import_twice_is_idempotent(ctx: Context, tmp_path: Path) -> None:
     assert_consistent(st2)
     for mid, vec in st1["vectors"].items():
         np.testing.assert_allclose(st2["vectors"][mid], vec, rtol=1e-5, atol=1e-6)
+
+
+def test_chunked_import_keeps_finished_chunks_on_cancel(ctx: Context, tmp_path: Path) -> None:
+    """Models are written about `chunk_evaluations` scores per transaction; a cancel in the third
+    chunk keeps the first two (consistent), and a re-run completes the import."""
+    src = batch(tmp_path, "d", models=20, questions=30, seed=6)  # 600 scores: chunks of 5 models
+    h = Handle(cancel_at=("embeddings", 12))
+    with pytest.raises(JobCancelled):
+        import_table(ctx, src, h, chunk_evaluations=150)
+    assert any("in 4 transactions" in line for line in h.lines)
+    assert ("evaluations", 6, 20) in h.reports  # progress counts models of all chunks
+    mid = state(ctx)
+    assert_consistent(mid)
+    assert sorted(mid["names"]) == [f"m{i:04d}" for i in range(10)] and mid["evaluations"] == 10 * 30
+    done = import_table(ctx, src, Handle(attempt=2), chunk_evaluations=150)
+    assert (done["models_created"], done["models_updated"], done["evaluations"]) == (10, 10, 600)
+    assert (done["sources_created"], done["sources_existing"]) == (0, 1)
+    final = state(ctx)
+    assert_consistent(final)
+    assert len(final["sql_ids"]) == 20 and final["evaluations"] == 600
