@@ -181,7 +181,12 @@ def train_handler(settings: Settings) -> lifecycle.Handler:
             "best_step": result.best_step,
             "steps_run": result.steps_run,
             "train_seconds": round(result.seconds, 1),
-            "against": {"fingerprint": serving.fingerprint},
+            "against": {
+                "fingerprint": serving.fingerprint,
+                "note": "the same held-out models and test questions for both encoders; the serving encoder "
+                "may have been trained on some of them (the shipped checkpoint was trained on the public "
+                "sources), in which case its figures are in-distribution and flatter it",
+            },
             "comparison": comparison,
         }
         out_root = Path(settings.encoder_dir)
