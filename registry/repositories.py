@@ -182,6 +182,14 @@ def model_summaries(s: Session) -> list[Any]:
     return list(s.execute(stmt))
 
 
+def existing_model_ids(s: Session, ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
+    """Which of these ids are registered models (one query per chunk, ids only)."""
+    out: set[uuid.UUID] = set()
+    for part in chunks(list(ids)):
+        out.update(s.scalars(select(ModelRow.id).where(ModelRow.id.in_(part))))
+    return out
+
+
 def model_ids_where(s: Session, flt: ModelFilter) -> set[uuid.UUID]:
     """The ids of the models matching the filter (the same conditions as `list_models`)."""
     return set(s.scalars(select(ModelRow.id).where(*_model_conditions(flt))))

@@ -274,8 +274,7 @@ def similar_models(
     if rank_by == "embedding":
         items = nearest_to_vector(ctx, vec, k, flt2)
         return SimilarRead(model_id=model_id, fingerprint=ctx.embedder.fingerprint, items=items)
-    candidates = nearest_to_vector(ctx, vec, max(3 * k, 30), flt2)
-    items, n_ref = similarity.rerank(ctx, model_id, candidates, k)
+    items, n_ref = similarity.nearest_by_behaviour(ctx, model_id, vec, k, flt2)
     return SimilarRead(
         model_id=model_id,
         fingerprint=ctx.embedder.fingerprint,

@@ -31,14 +31,15 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 from sqlalchemy.orm import Session
 
 from registry import repositories as repo
+from registry.ports import ModelFilter
 from registry.schemas import EvaluationFilter, SimilarModel
-from registry.services.common import question_phi
+from registry.services.common import question_phi, to_model_read
 from registry.services.context import Context
 
 T = TypeVar("T")
@@ -249,7 +250,51 @@ def rerank(
     `scores_filter`: read only scores of that provenance; `vectors`: embeddings to predict the
     profiles from instead of the stored ones (`registry.services.provenance`); `cached=False`: read
     everything from SQL (what the cache must answer exactly like)."""
-    others = [it.model.id for it in items]
+    by_id = {it.model.id: it for it in items}
+    ranked, n_ref = _rank(
+        ctx,
+        model_id,
+        [(it.model.id, it.distance) for it in items],
+        k,
+        scores_filter=scores_filter,
+        vectors=vectors,
+        cached=cached,
+    )
+    return [by_id[m].model_copy(update=evidence) for m, _, evidence in ranked], n_ref
+
+
+def nearest_by_behaviour(
+    ctx: Context, model_id: uuid.UUID, vector: np.ndarray, k: int, flt: ModelFilter
+) -> tuple[list[SimilarModel], int]:
+    """`similar` ranked by behaviour: the max(3k, 30) nearest by vector search that are registered
+    (orphan vectors skipped), re-ranked as `rerank` does; rows are read only for the k returned."""
+    hits = ctx.index.search_models(vector, max(3 * k, 30), flt)
+    with ctx.session_factory() as s:
+        present = repo.existing_model_ids(s, [h.id for h in hits])
+    ranked, n_ref = _rank(ctx, model_id, [(h.id, h.distance) for h in hits if h.id in present], k)
+    with ctx.session_factory() as s:
+        rows = repo.get_models(s, [m for m, _, _ in ranked])
+        items = [
+            SimilarModel(model=to_model_read(rows[m]), distance=d, **evidence)
+            for m, d, evidence in ranked
+            if m in rows  # deleted since the search: skipped, as an orphan vector is
+        ]
+    return items, n_ref
+
+
+def _rank(
+    ctx: Context,
+    model_id: uuid.UUID,
+    candidates: list[tuple[uuid.UUID, float]],
+    k: int,
+    *,
+    scores_filter: EvaluationFilter | None = None,
+    vectors: dict[uuid.UUID, np.ndarray] | None = None,
+    cached: bool = True,
+) -> tuple[list[tuple[uuid.UUID, float, dict[str, Any]]], int]:
+    """The k (candidate id, embedding distance, evidence fields) nearest by behaviour distance, ties by
+    embedding distance then candidate order, and the number of reference questions."""
+    others = [m for m, _ in candidates]
     if scores_filter is None and cached:
         reference, scores = _evidence_cached(ctx, model_id, others)
     else:
@@ -269,27 +314,26 @@ def rerank(
         p = ctx.embedder.predict(z, reference.phi)  # (Q, M)
         diff = np.abs(p - p[:, [0]]).mean(axis=0)  # (M,): row 0 is the model itself
         profile = {m: float(d) for m, d in zip(have, diff, strict=True)}
-    out = []
-    for it in items:
-        theirs = scores[it.model.id]
+    out: list[tuple[uuid.UUID, float, dict[str, Any]]] = []
+    for m, distance in candidates:
+        theirs = scores[m]
         shared = ~np.isnan(theirs)
         n = int(shared.sum())
         # Summed in the model's question order, so cached and uncached answers agree to the last bit.
         observed = float(np.mean(np.abs(reference.scores[shared] - theirs[shared]))) if n else None
-        prof = profile.get(it.model.id)
+        prof = profile.get(m)
         combined = None
         if prof is not None or observed is not None:
             w = PRIOR_QUESTIONS if prof is not None else 0.0
             combined = (w * (prof or 0.0) + n * (observed or 0.0)) / (w + n)
-        out.append(
-            it.model_copy(
-                update={
-                    "shared_questions": n,
-                    "observed_disagreement": observed,
-                    "profile_distance": prof,
-                    "behaviour_distance": combined,
-                }
-            )
-        )
-    out.sort(key=lambda it: (np.inf if it.behaviour_distance is None else it.behaviour_distance, it.distance))
+        evidence = {
+            "shared_questions": n,
+            "observed_disagreement": observed,
+            "profile_distance": prof,
+            "behaviour_distance": combined,
+        }
+        out.append((m, distance, evidence))
+    out.sort(
+        key=lambda r: (np.inf if r[2]["behaviour_distance"] is None else r[2]["behaviour_distance"], r[1])
+    )
     return out[:k], len(ref)
