@@ -33,6 +33,7 @@ import numpy as np
 
 from benchmarks._common import QUERY_CACHE, ROOT, provenance, write_json
 from benchmarks.load import serve
+from registry.jobs.importing import CHUNK_EVALUATIONS
 
 SEED_MODELS, SEED_QUESTIONS, SEED_EVALUATED = 40, 256, 192
 TOPICS = ["arithmetic", "geography", "chemistry", "history", "grammar", "logic", "biology", "music"]
@@ -229,7 +230,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "writers": args.writers,
             "question_texts": "synthetic; the job encodes them unless the shared query-encoding cache "
             "already holds them (a previous run): the 'question vectors' stage's length tells which",
-            "chunk_evaluations": "20,000 scores per transaction (registry.jobs.importing.CHUNK_EVALUATIONS)",
+            "chunk_evaluations": CHUNK_EVALUATIONS,
         },
         "job": {
             "state": job["state"],

@@ -9,9 +9,9 @@ scores). The steps:
    dies in between leaves questions without vectors, which the next run (or any embedding that reads
    them) encodes and writes: nothing is left behind that a re-run does not complete;
 2. models, scores and embeddings are written by `registry.services.import_batch`, in chunks of
-   about 20k scores, one transaction each (so other writers never wait long for SQLite's lock): a
-   dead worker's open transaction is rolled back by the database, but vectors it had already
-   upserted stay in the index (new models' points under ids that never reached SQL; existing
+   about 5k scores (at least one model), one transaction each, so other writers never wait long
+   for SQLite's lock. A dead worker's open transaction is rolled back by the database, but vectors
+   it had already upserted stay in the index (new models' points under ids that never reached SQL; existing
    models' points overwritten ahead of SQL); chunks committed before stay (a re-run rewrites them
    with the same scores and vectors);
 3. so after a re-run commits, points carrying one of the batch's model names but no SQL row are
@@ -49,7 +49,7 @@ from registry.services.maintenance import MODEL_BATCH, import_batch
 log = logging.getLogger(__name__)
 
 VECTOR_BATCH = 256  # questions encoded per step: a progress report (and a cancel check) each
-CHUNK_EVALUATIONS = 20_000  # scores written per transaction (SQLite: a few seconds of write lock)
+CHUNK_EVALUATIONS = 5_000  # scores per transaction (at least one model): SQLite writers wait ~1-3 s
 
 # (path, format or None, options, allow_pickle) -> batch: `api.importing.load_batch`, which reads the
 # table layouts with encoder.data (the registry may not import it).
