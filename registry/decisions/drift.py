@@ -11,11 +11,15 @@ of the verdict use different thresholds:
   The second cap matters because a probe set is not a random sample of questions: two weak models
   that disagree on a fifth of all questions can agree on 95% of hard probe questions (zeroeval,
   benchmarks/drift.py), and an endpoint that answers like either of them is then neither.
-- `different` (drifted): the lower bound reaches the registry's `same` tolerance (no cap), on at least
-  `min_shared` shared questions: the endpoint disagrees with its own registered scores more than two
-  sides the registry calls one model do, with error at most alpha. The fingerprint verdict the same
-  evidence supports (`related`: a close variant, e.g. a quantised or re-prompted model; `different`:
-  another model) is kept as the `kind` of drift.
+- `different` (drifted): the lower bound reaches `flag_at` = max(the registry's `same` tolerance,
+  `min_drift`) on at least `min_shared` shared questions: an endpoint whose true disagreement with its
+  registered scores is at most `flag_at` is flagged with probability at most alpha. `min_drift`
+  (default 0.10) is the change that counts as drift: a re-run of one model at temperature > 0
+  disagrees with its earlier answers on several percent of questions, and the registry's `same`
+  tolerance can sit far below that (lart: 0.008, set by near-constant weak models; flagging there
+  flagged every own re-probe with 5% of answers flipped, benchmarks/drift.py). The fingerprint
+  verdict of the same evidence (`related`: a close variant, e.g. a quantised or re-prompted model;
+  `different`: another model) is kept as the `kind` of drift.
 - `undetermined`: anything else, with how many shared questions would decide it at the observed rate.
   Thin evidence never flags: below `min_shared` shared questions the answer is `undetermined`.
 """
@@ -41,6 +45,7 @@ from registry.decisions.evidence import (
 
 DriftVerdict = Literal["same", "different", "undetermined"]
 MIN_SHARED = 32  # fewest shared questions on which a drift flag may be raised
+MIN_DRIFT = 0.10  # disagreement with the registered scores that counts as drift (2x the benchmark's noise)
 
 
 @dataclass(frozen=True)
@@ -90,11 +95,16 @@ def questions_to_flag(rate: float, flag_at: float, alpha: float, limit: int = 10
 
 
 def judge_drift(
-    ev: SharedEvidence, tol: Tolerance, cap: float | None = None, *, min_shared: int = MIN_SHARED
+    ev: SharedEvidence,
+    tol: Tolerance,
+    cap: float | None = None,
+    *,
+    min_shared: int = MIN_SHARED,
+    min_drift: float = MIN_DRIFT,
 ) -> DriftJudgement:
     """The drift verdict of one re-probe's evidence (see the module doc)."""
     same_below = tol.same if cap is None else min(tol.same, cap)
-    flag_at = tol.same
+    flag_at = max(tol.same, min_drift)
     if ev.shared == 0:
         return DriftJudgement(
             "undetermined",
@@ -113,8 +123,8 @@ def judge_drift(
         return DriftJudgement(
             "same", "same", same_below, flag_at, None, f"{said}: the upper bound is below {same_below:.3f}"
         )
-    kind = verdict(ev, tol)
-    if kind in ("related", "different") and ev.shared >= min_shared:
+    if ev.lower >= flag_at and ev.shared >= min_shared:
+        kind: EvidenceVerdict = "related" if ev.rate < tol.related else "different"
         what = "a close variant of it (related)" if kind == "related" else "another model (different)"
         return DriftJudgement(
             "different",
@@ -122,8 +132,8 @@ def judge_drift(
             same_below,
             flag_at,
             None,
-            f"{said}: the lower bound reaches the same-model tolerance {flag_at:.3f}; the endpoint now "
-            f"behaves like {what}",
+            f"{said}: the lower bound reaches {flag_at:.3f} (the larger of the same-model tolerance and the "
+            f"change that counts as drift); the endpoint now behaves like {what}",
         )
     if ev.rate > flag_at:
         need = max(questions_to_flag(ev.rate, flag_at, tol.alpha) or 0, min_shared)

@@ -390,6 +390,14 @@ class ProbeRequest(Strict):
         le=100_000,
         description="fewest shared questions on which drift may be flagged (fewer: `undetermined`)",
     )
+    min_drift: float = Field(
+        default=0.10,
+        ge=0.0,
+        le=1.0,
+        description="disagreement with the registered scores that counts as drift: a flag needs the lower "
+        "bound at or above max(this, the same-model tolerance). Re-runs at temperature > 0 disagree on "
+        "several percent; lower it for deterministic endpoints",
+    )
 
 
 class DriftCheckRead(BaseModel):

@@ -220,3 +220,16 @@ def test_the_cap_reads_the_neighbour_on_the_reprobed_questions() -> None:
     assert probe_cap(a, both, min_shared=16) == cap  # the nearest of several
     j = judge_drift(shared_evidence(a, a, TOL.alpha), TOL, cap)
     assert j.verdict == "undetermined" and j.same_below == cap  # identical answers, yet not `same`
+
+
+def test_rerun_noise_never_flags_under_a_tiny_registry_tolerance() -> None:
+    # lart's tolerance is 0.008 (near-constant weak models): the bound alone would flag 5% noise
+    tiny = Tolerance(same=0.008, related=0.17, alpha=0.05)
+    a = (np.random.default_rng(6).random(1000) < 0.5).astype(float)
+    noisy = np.asarray(flipped(a.tolist(), 0.05, seed=7))
+    ev = shared_evidence(a, noisy, tiny.alpha)
+    assert ev.lower >= tiny.same  # "not the same model" by the registry's tolerance...
+    j = judge_drift(ev, tiny)
+    assert j.verdict == "undetermined" and j.flag_at == 0.10  # ...but not a change that counts as drift
+    strict = judge_drift(ev, tiny, min_drift=0.02)  # a deterministic endpoint: 5% is drift
+    assert (strict.verdict, strict.kind, strict.flag_at) == ("different", "related", 0.02)

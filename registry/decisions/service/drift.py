@@ -64,7 +64,7 @@ def check_drift(
     cap_registry = candidate_cap(nearest.get(model_id))
     cap_probe = _probe_cap(ctx, model_id, shared, stored, req.min_shared)
     caps = [c for c in (cap_registry, cap_probe) if c is not None]
-    j = judge_drift(ev, tol, min(caps) if caps else None, min_shared=req.min_shared)
+    j = judge_drift(ev, tol, min(caps) if caps else None, min_shared=req.min_shared, min_drift=req.min_drift)
     probes = probe_keys_missing(ctx, theirs, mine) if j.verdict == "undetermined" else []
     disagreeing = sorted(key_of[q] for q in shared if abs(theirs[q] - mine[q]) >= 0.5)[:MAX_DISAGREEING]
     registered = [e for e in req.evaluations if e.question in ids]
@@ -152,6 +152,7 @@ def _evidence_json(
         "same_below": j.same_below,
         "flag_at": j.flag_at,
         "min_shared": req.min_shared,
+        "min_drift": req.min_drift,
         "submitted": len(req.evaluations),
         "unshared": unshared,
         "questions_needed": j.questions_needed,
