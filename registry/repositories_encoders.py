@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections.abc import Sequence
+from typing import Any
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
@@ -53,20 +54,27 @@ def list_all(s: Session) -> list[EncoderRow]:
     return list(s.scalars(select(EncoderRow).order_by(EncoderRow.created_at.desc(), EncoderRow.id)))
 
 
-def changed_since(s: Session, since: dt.datetime, *, embeddings: bool = True) -> list[uuid.UUID]:
-    """Models whose metadata (or, with `embeddings`, embedding state) changed at or after `since`."""
+def changed_since(
+    s: Session, since: dt.datetime, *, embeddings: bool = True, strictly_after: bool = False
+) -> dict[uuid.UUID, tuple[str, str]]:
+    """Models whose metadata (or, with `embeddings`, embedding state) changed at or after `since`
+    (`strictly_after`: after it), each with its (metadata, embedding state) change times as a stamp."""
+
+    def after(col: Any) -> Any:
+        return col > since if strictly_after else col >= since
+
     cond = (
-        or_(ModelRow.updated_at >= since, EmbeddingStateRow.updated_at >= since)
+        or_(after(ModelRow.updated_at), after(EmbeddingStateRow.updated_at))
         if embeddings
-        else (ModelRow.updated_at >= since)
+        else after(ModelRow.updated_at)
     )
     stmt = (
-        select(ModelRow.id)
+        select(ModelRow.id, ModelRow.updated_at, EmbeddingStateRow.updated_at)
         .outerjoin(EmbeddingStateRow, EmbeddingStateRow.model_id == ModelRow.id)
         .where(cond)
         .order_by(ModelRow.id)
     )
-    return list(s.scalars(stmt))
+    return {m: (str(a), str(b)) for m, a, b in s.execute(stmt)}
 
 
 def not_embedded_by(s: Session, fingerprint: str) -> list[uuid.UUID]:
@@ -84,9 +92,11 @@ def not_embedded_by(s: Session, fingerprint: str) -> list[uuid.UUID]:
     return list(s.scalars(stmt))
 
 
-def relabel_embeddings(s: Session, fingerprint: str, model_ids: Sequence[uuid.UUID]) -> None:
-    """Record that these models' vectors in service now come from `fingerprint` (at a switch)."""
-    now = utcnow()
+def relabel_embeddings(
+    s: Session, fingerprint: str, model_ids: Sequence[uuid.UUID], *, at: dt.datetime | None = None
+) -> None:
+    """Record that these models' vectors in service now come from `fingerprint` (at a switch, time `at`)."""
+    now = at or utcnow()
     for start in range(0, len(model_ids), 1_000):
         part = list(model_ids[start : start + 1_000])
         s.execute(

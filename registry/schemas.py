@@ -591,7 +591,7 @@ class EncoderRead(BaseModel):
     generation: int = Field(description="which build of this encoder's vectors is (or was last) in service")
     report: dict[str, Any] = Field(description="its training / comparison report, when it has one")
     created_at: dt.datetime
-    promoted_at: dt.datetime | None
+    promoted_at: dt.datetime | None = Field(description="when its last switch into service completed")
 
 
 class EncoderCreate(BaseModel):

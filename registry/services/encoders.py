@@ -243,7 +243,9 @@ def switch_to(
     else:
         assert plan.since is not None
         n_questions = view.count_questions()
-        caught = _catch_up(target, plan.since - CLOCK_MARGIN, handle)
+        # Strictly after the flip that replaced it (the flip relabelled every model at exactly that time):
+        # what the replacing encoder wrote. Replicas' clocks must agree (NTP) for this, as for any mark.
+        caught = _catch_up(target, plan.since, handle, strictly_after=True)
         n_models = view.count_models()
     # The flip: one SQL transaction, then the aliases, then this process.
     switch_mark = utcnow() - CLOCK_MARGIN
@@ -256,9 +258,10 @@ def switch_to(
             for prev in enc_repo.by_status(s, "previous"):
                 prev.status = "retired"
             old.status = "previous"
-        row.status, row.generation, row.promoted_at = "serving", plan.generation, utcnow()
+        flipped_at = utcnow()
+        row.status, row.generation, row.promoted_at = "serving", plan.generation, flipped_at
         in_view = sorted(view.model_ids())
-        enc_repo.relabel_embeddings(s, plan.fingerprint, in_view)
+        enc_repo.relabel_embeddings(s, plan.fingerprint, in_view, at=flipped_at)
         vectors = view.get_model_vectors(in_view)
         counts = enc_repo.evaluation_counts(s, in_view)
         record_embeddings(
@@ -359,21 +362,25 @@ def _embed(
     return embedded
 
 
-def _catch_up(target: Context, since: dt.datetime, handle: JobHandle) -> int:
-    """Re-embed models changed since `since` until a pass finds none; drop points of deleted models."""
+def _catch_up(target: Context, since: dt.datetime, handle: JobHandle, *, strictly_after: bool = False) -> int:
+    """Re-embed models changed since `since` until a pass finds none it has not embedded at that change
+    already; drop points of deleted models."""
     total = 0
+    seen: dict[uuid.UUID, tuple[str, str]] = {}
     for _ in range(5):
         with target.session_factory() as s:
-            changed = enc_repo.changed_since(s, since)
+            changed = enc_repo.changed_since(s, since, strictly_after=strictly_after)
             in_sql = set(repo.iter_model_ids(s))
-        since = utcnow() - CLOCK_MARGIN
+        since, strictly_after = utcnow() - CLOCK_MARGIN, False
+        todo = sorted(m for m, stamp in changed.items() if seen.get(m) != stamp)
+        seen.update(changed)
         orphans = sorted(target.index.model_ids() - in_sql)
         if orphans:
             with index_write():
                 target.index.delete_models(orphans)
-        if not changed and not orphans:
+        if not todo and not orphans:
             break
-        total += _embed(target, changed, handle, "catch-up")
+        total += _embed(target, todo, handle, "catch-up")
     return total
 
 
@@ -383,7 +390,7 @@ def _after_switch(target: Context, since: dt.datetime, handle: JobHandle, reason
     points of models deleted meanwhile. Embedding-state times are not read here: the switch itself
     relabelled every model."""
     with target.session_factory() as s:
-        changed = set(enc_repo.changed_since(s, since, embeddings=False))
+        changed = set(enc_repo.changed_since(s, since, embeddings=False))  # the ids
         in_sql = set(repo.iter_model_ids(s))
     todo = sorted(changed | set(_stale(target)))
     done = _embed(target, todo, handle, "catch-up", record=reason) if todo else 0
