@@ -19,8 +19,10 @@ from registry.importers import ImportOptions
 from registry.schemas import (
     EvaluationFilter,
     EvaluationSourceCount,
+    ImportJobParams,
     ImportReport,
     ImportRequest,
+    JobRead,
     ModelProvenanceRead,
     Page,
     ProvenanceEmbeddingRead,
@@ -45,9 +47,21 @@ def _check_format(fmt: str) -> None:
         raise InvalidInput(f"unknown format {fmt!r}; one of {FORMATS}")
 
 
-@router.post("/imports")
-def import_server_path(body: ImportRequest, container: ContainerDep, _: AdminAuth) -> ImportReport:
+BACKGROUND = Query(description="true: queue an import job and answer 202 with it (GET /v1/jobs/{id})")
+
+
+@router.post("/imports", responses={202: {"model": JobRead, "description": "queued as a job (background)"}})
+def import_server_path(
+    body: ImportRequest,
+    container: ContainerDep,
+    key: AdminAuth,
+    background: Annotated[bool, BACKGROUND] = False,
+) -> ImportReport:
     """Import a file or folder on the server, under LOCUS_IMPORT_ROOT (pickles are refused)."""
+    if background:
+        from api.routes import jobs as job_routes  # imports this module's helpers
+
+        return job_routes.accepted_response(job_routes.queue_path_import(container, key, body))  # type: ignore[return-value]
     _check_format(body.format)
     root = container.settings.import_root
     if root is None:
@@ -64,10 +78,12 @@ def import_server_path(body: ImportRequest, container: ContainerDep, _: AdminAut
     return services.import_batch(container, batch)
 
 
-@router.post("/imports/upload")
+@router.post(
+    "/imports/upload", responses={202: {"model": JobRead, "description": "queued as a job (background)"}}
+)
 def import_upload(
     container: ContainerDep,
-    _: AdminAuth,
+    key: AdminAuth,
     data: Annotated[bytes, Body(media_type="application/octet-stream")],
     format: Annotated[str, Query(description=f"one of {FORMATS}")],
     filename: Annotated[str, Query(description="the file's name (a .zip is unpacked: send folders zipped)")],
@@ -77,8 +93,23 @@ def import_upload(
     benchmark: Annotated[list[str] | None, Query(description="TASK=NAME, repeatable")] = None,
     key_by: Annotated[str, Query(pattern="^(id|text)$")] = "id",
     name: str | None = None,
+    background: Annotated[bool, BACKGROUND] = False,
 ) -> ImportReport:
     """Import an uploaded log (the request body): one file, or a zip of a folder (lm-eval, HELM, ...)."""
+    if background:
+        from api.routes import jobs as job_routes  # imports this module's helpers
+
+        options = ImportJobParams(
+            format=format,
+            model_name=model_name,
+            metric=_pairs(metric, "metric"),
+            filter=_pairs(filter, "filter"),
+            benchmark=_pairs(benchmark, "benchmark"),
+            key_by="text" if key_by == "text" else "id",
+            name=name,
+        )
+        job = job_routes.queue_upload_import(container, key, data, filename, options)
+        return job_routes.accepted_response(job)  # type: ignore[return-value]
     _check_format(format)
     if not data:
         raise InvalidInput("empty upload: send the file as the request body")

@@ -8,13 +8,23 @@ from pathlib import Path, PurePosixPath
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Query, Response, status
+from fastapi.responses import JSONResponse
 
-from api.deps import AdminAuth, ContainerDep, Limit, Offset, ReadAuth, WriteAuth
+from api.deps import AdminAuth, Container, ContainerDep, Limit, Offset, ReadAuth, WriteAuth
 from api.importing import FORMATS
 from api.routes.imports import _pairs, _unzip
 from registry import jobs
 from registry.errors import InvalidInput
-from registry.schemas import ApiKeyRead, ImportJobParams, JobCreate, JobKindRead, JobRead, JobState, Page
+from registry.schemas import (
+    ApiKeyRead,
+    ImportJobParams,
+    ImportRequest,
+    JobCreate,
+    JobKindRead,
+    JobRead,
+    JobState,
+    Page,
+)
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
 
@@ -84,8 +94,25 @@ def import_upload_job(
     limit_models: Annotated[int | None, Query(ge=0)] = None,
 ) -> JobRead:
     """Stage an uploaded log (as POST /v1/imports/upload takes it) and import it as a job (202)."""
-    if format not in FORMATS:
-        raise InvalidInput(f"unknown format {format!r}; one of {FORMATS}")
+    options = ImportJobParams(
+        format=format,
+        model_name=model_name,
+        metric=_pairs(metric, "metric"),
+        filter=_pairs(filter, "filter"),
+        benchmark=_pairs(benchmark, "benchmark"),
+        key_by="text" if key_by == "text" else "id",
+        name=name,
+        limit_models=limit_models,
+    )
+    return _accepted(response, queue_upload_import(container, key, data, filename, options))
+
+
+def queue_upload_import(
+    container: Container, key: ApiKeyRead | None, data: bytes, filename: str, options: ImportJobParams
+) -> JobRead:
+    """Stage the upload under LOCUS_JOB_DIR/uploads/<id>/ and queue an import job reading it."""
+    if options.format not in FORMATS:
+        raise InvalidInput(f"unknown format {options.format!r}; one of {FORMATS}")
     if not data:
         raise InvalidInput("empty upload: send the file as the request body")
     safe = PurePosixPath(filename).name
@@ -105,22 +132,36 @@ def import_upload_job(
             shutil.rmtree(unpacked, ignore_errors=True)
         else:
             (staged / safe).write_bytes(data)
-        params = ImportJobParams(
-            upload=upload,
-            format=format,
-            model_name=model_name,
-            metric=_pairs(metric, "metric"),
-            filter=_pairs(filter, "filter"),
-            benchmark=_pairs(benchmark, "benchmark"),
-            key_by="text" if key_by == "text" else "id",
-            name=name,
-            limit_models=limit_models,
-        )
-        body = JobCreate(kind="import", params=params.model_dump(mode="json", exclude_defaults=True))
-        job = jobs.submit_job(
+        params = options.model_copy(update={"upload": upload}).model_dump(mode="json", exclude_defaults=True)
+        body = JobCreate(kind="import", params=params)
+        return jobs.submit_job(
             container, body, created_by=_who(key), scopes=None if key is None else key.scopes
         )
     except BaseException:
         shutil.rmtree(staged, ignore_errors=True)
         raise
-    return _accepted(response, job)
+
+
+def queue_path_import(container: Container, key: ApiKeyRead | None, req: ImportRequest) -> JobRead:
+    """Queue an import job of a server path (POST /v1/imports?background=true)."""
+    params = ImportJobParams(
+        path=req.path,
+        format=req.format,
+        model_name=req.model_name,
+        metric=req.metric,
+        filter=req.filter,
+        benchmark=req.benchmark,
+        key_by=req.key_by,
+        name=req.name,
+    )
+    body = JobCreate(kind="import", params=params.model_dump(mode="json", exclude_defaults=True))
+    return jobs.submit_job(container, body, created_by=_who(key), scopes=None if key is None else key.scopes)
+
+
+def accepted_response(job: JobRead) -> JSONResponse:
+    """202 with the job and its Location, for endpoints whose 200 answer is another schema."""
+    return JSONResponse(
+        job.model_dump(mode="json"),
+        status_code=status.HTTP_202_ACCEPTED,
+        headers={"Location": f"/v1/jobs/{job.id}"},
+    )

@@ -136,3 +136,29 @@ def test_import_job_from_upload(app: TestClient, admin: dict[str, str], tmp_path
     failed = wait(app, admin, bad.json()["id"])
     assert failed["state"] == "failed" and failed["error"].startswith("ImportFormatError")
     assert not any((tmp_path / "jobs" / "uploads").iterdir())
+
+
+def test_existing_import_endpoints_run_in_the_background_on_request(
+    app: TestClient, admin: dict[str, str], tmp_path: Path
+) -> None:
+    write_normalised(tmp_path / "imports" / "bg", models=3, questions=10, seed=12)
+    body = {"format": "normalised", "path": "bg", "name": "bg"}
+    r = app.post("/v1/imports", params={"background": "true"}, json=body, headers=admin)
+    assert r.status_code == 202 and r.headers["location"] == f"/v1/jobs/{r.json()['id']}"
+    job = wait(app, admin, r.json()["id"])
+    assert job["state"] == "succeeded" and job["result"]["models_created"] == 3
+    assert job["params"] == {"path": "bg", "format": "normalised", "name": "bg"}
+    sync = app.post("/v1/imports", json=body, headers=admin)  # without the flag: as before
+    assert sync.status_code == 200 and sync.json()["models_updated"] == 3
+
+    csv = b"model,q1,q2\nw-a,1,0\nw-b,0,1\n"
+    up = app.post(
+        "/v1/imports/upload",
+        params={"format": "wide-csv", "filename": "w.csv", "name": "w", "background": "true"},
+        content=csv,
+        headers={**admin, "Content-Type": "application/octet-stream"},
+    )
+    assert up.status_code == 202
+    assert wait(app, admin, up.json()["id"])["result"]["models_created"] == 2
+    bad = app.post("/v1/imports", params={"background": "true"}, json={**body, "path": "../x"}, headers=admin)
+    assert bad.status_code == 403
