@@ -19,7 +19,6 @@ from registry.importers import ImportOptions
 from registry.schemas import (
     EvaluationFilter,
     EvaluationSourceCount,
-    ImportJobParams,
     ImportReport,
     ImportRequest,
     JobRead,
@@ -99,7 +98,7 @@ def import_upload(
     if background:
         from api.routes import jobs as job_routes  # imports this module's helpers
 
-        options = ImportJobParams(
+        options = job_routes.import_options(
             format=format,
             model_name=model_name,
             metric=_pairs(metric, "metric"),

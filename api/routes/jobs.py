@@ -5,10 +5,11 @@ from __future__ import annotations
 import shutil
 import uuid
 from pathlib import Path, PurePosixPath
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Query, Response, status
 from fastapi.responses import JSONResponse
+from pydantic import ValidationError
 
 from api.deps import AdminAuth, Container, ContainerDep, Limit, Offset, ReadAuth, WriteAuth
 from api.importing import FORMATS
@@ -91,10 +92,10 @@ def import_upload_job(
     benchmark: Annotated[list[str] | None, Query(description="TASK=NAME, repeatable")] = None,
     key_by: Annotated[str, Query(pattern="^(id|text)$")] = "id",
     name: str | None = None,
-    limit_models: Annotated[int | None, Query(ge=0)] = None,
+    limit_models: Annotated[int | None, Query(ge=0, le=2**31 - 1)] = None,
 ) -> JobRead:
     """Stage an uploaded log (as POST /v1/imports/upload takes it) and import it as a job (202)."""
-    options = ImportJobParams(
+    options = import_options(
         format=format,
         model_name=model_name,
         metric=_pairs(metric, "metric"),
@@ -105,6 +106,15 @@ def import_upload_job(
         limit_models=limit_models,
     )
     return _accepted(response, queue_upload_import(container, key, data, filename, options))
+
+
+def import_options(**fields: Any) -> ImportJobParams:
+    """Import options from query parameters; bad ones are InvalidInput naming them (a 422, not a 500)."""
+    try:
+        return ImportJobParams(**fields)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        raise InvalidInput(problems) from None
 
 
 def queue_upload_import(
