@@ -51,6 +51,7 @@ COLUMNS = (
     ("spearman", "rho"),
     ("acc_diff_pearson", "accdiff"),
     ("profile_pearson", "profile"),
+    ("profile_cal_pearson", "prof-cal"),
     ("mf_pearson", "MF"),
     ("irt_pearson", "IRT"),
     ("ceiling", "ceil"),

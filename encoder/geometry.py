@@ -50,6 +50,37 @@ def own_samples(
     return out
 
 
+def calibrate_profiles(
+    prof: np.ndarray, samples: list[np.ndarray], labels: np.ndarray, questions: np.ndarray, iters: int = 20
+) -> np.ndarray:
+    """Shift each model's predicted P(correct) profile in logit space so that its mean over the model's own
+    sampled questions equals the model's observed accuracy on them (Newton steps on one bias per model).
+
+    prof (M, Q) over `questions`; samples[m] indexes question columns of `labels`. The predictor's pattern
+    (which questions a model gets right) is kept; its overall level becomes the observed one.
+    """
+    col = {int(q): i for i, q in enumerate(questions)}
+    p = np.clip(prof.astype(np.float64), 1e-4, 1 - 1e-4)
+    logit = np.log(p) - np.log1p(-p)
+    bias = np.zeros(len(prof))
+    for m, q in enumerate(samples):
+        idx = [col[int(x)] for x in q if int(x) in col]
+        if not idx:
+            continue
+        target = float(np.clip(np.nanmean(labels[m, q]), 1e-3, 1 - 1e-3))
+        lm = logit[m, idx]
+        b = 0.0
+        for _ in range(iters):
+            s = 1.0 / (1.0 + np.exp(-(lm + b)))
+            grad = s.mean() - target
+            hess = max((s * (1 - s)).mean(), 1e-6)
+            b -= grad / hess
+            if abs(grad) < 1e-6:
+                break
+        bias[m] = b
+    return np.asarray(1.0 / (1.0 + np.exp(-(logit + bias[:, None]))))
+
+
 def pair_mask(n_models: int, focus: np.ndarray | None, shared: np.ndarray, min_shared: int) -> np.ndarray:
     """(M, M) upper-triangle pairs with at least one focus model and enough shared test questions."""
     m = np.triu(np.ones((n_models, n_models), dtype=bool), k=1) & (shared >= min_shared)
@@ -154,6 +185,10 @@ def geometry_report(
         prof = np.asarray(predict(z.astype(np.float32), phi[train_q]), dtype=np.float64).T  # (M, Q)
         pd = np.abs(prof[:, None, :] - prof[None, :, :]).mean(-1)
         out["profile_pearson"], out["profile_spearman"] = correlations(pd[pairs], target)
+        # the same profile, its level set to each model's observed accuracy on its own sample
+        cal = calibrate_profiles(prof, samples, labels, train_q)
+        cd = np.abs(cal[:, None, :] - cal[None, :, :]).mean(-1)
+        out["profile_cal_pearson"], out["profile_cal_spearman"] = correlations(cd[pairs], target)
     for name, place in (extra_vectors or {}).items():
         v = pairwise_distances(np.asarray(place(samples), dtype=np.float64))
         out[f"{name}_pearson"], out[f"{name}_spearman"] = correlations(v[pairs], target)
