@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 
@@ -56,10 +56,16 @@ def get_fallbacks(
     provenance: ProvenanceDep,
     k: Annotated[int, Query(ge=1, le=100)] = 5,
     same_license: Annotated[bool, Query(description="only models under this model's license")] = False,
+    rank_by: Annotated[
+        Literal["behaviour", "embedding"],
+        Query(description="behaviour: vector-search candidates re-ranked by behaviour distance (as similar)"),
+    ] = "behaviour",
 ) -> FallbacksRead:
     """The nearest active models that satisfy the constraints, with predicted answer agreement (with
     provenance parameters: on evaluations of that provenance only)."""
-    return service.fallbacks(container, model_id, k, flt, same_license=same_license, provenance=provenance)
+    return service.fallbacks(
+        container, model_id, k, flt, same_license=same_license, provenance=provenance, rank_by=rank_by
+    )
 
 
 @router.post("/route")

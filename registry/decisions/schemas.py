@@ -125,8 +125,15 @@ class PortfolioRead(BaseModel):
 
 class FallbackRead(BaseModel):
     model: ModelBrief
-    distance: float
+    distance: float = Field(description="embedding distance")
     predicted_agreement: float | None = Field(description="share of reference queries answered alike")
+    behaviour_distance: float | None = Field(
+        default=None,
+        description="what fallbacks are ranked by (rank_by=behaviour): the predicted profile distance "
+        "combined with the observed disagreement on shared questions, as `similar` ranks",
+    )
+    shared_questions: int | None = Field(default=None, description="questions both models were scored on")
+    observed_disagreement: float | None = Field(default=None, description="their disagreement on those")
 
 
 class FallbacksRead(BaseModel):
@@ -134,6 +141,10 @@ class FallbacksRead(BaseModel):
     fingerprint: str
     reference_queries: int
     items: list[FallbackRead]
+    ranked_by: Literal["behaviour", "embedding"] = Field(
+        default="embedding",
+        description="`behaviour`: vector-search candidates (max(3k, 30)) re-ranked by behaviour_distance",
+    )
     provenance: ProvenanceUsed | None = Field(
         default=None, description="set when the request restricted the evidence to a provenance"
     )

@@ -282,6 +282,14 @@ def nearest_by_behaviour(
     return items, n_ref
 
 
+def rank_candidates(
+    ctx: Context, model_id: uuid.UUID, candidates: list[tuple[uuid.UUID, float]], k: int
+) -> tuple[list[tuple[uuid.UUID, float, dict[str, Any]]], int]:
+    """The k of these (candidate id, embedding distance) nearest to the model by behaviour distance, with
+    their evidence fields, and the number of reference questions (what `fallbacks` ranks by too)."""
+    return _rank(ctx, model_id, candidates, k)
+
+
 def _rank(
     ctx: Context,
     model_id: uuid.UUID,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import replace
+from typing import Any, Literal
 
 import numpy as np
 
@@ -12,9 +13,10 @@ from registry.decisions.routing import predicted_agreement
 from registry.decisions.schemas import FallbackRead, FallbacksRead, ReferenceQueries
 from registry.decisions.service.pool import _rows, brief, reference_queries, require_models, require_vectors
 from registry.decisions.service.provenance import REFERENCE, finish, provenance_vectors, restricting
-from registry.ports import ModelFilter
+from registry.ports import ModelFilter, ScoredId
 from registry.schemas import EvaluationFilter
 from registry.services.context import Context
+from registry.services.similarity import rank_candidates
 
 
 def fallbacks(
@@ -26,9 +28,14 @@ def fallbacks(
     same_license: bool = False,
     reference: ReferenceQueries | None = None,
     provenance: EvaluationFilter | None = None,
+    rank_by: Literal["behaviour", "embedding"] = "behaviour",
 ) -> FallbacksRead:
     """The k nearest *active* models satisfying the hard constraints in `flt`, with predicted agreement
-    (`provenance`: all vectors re-embedded from evaluations of that provenance only)."""
+    (`provenance`: all vectors re-embedded from evaluations of that provenance only).
+
+    `rank_by="behaviour"` (default, as `similar`): the max(3k, 30) nearest by vector search re-ranked by
+    behaviour distance (registry.services.similarity); provenance-restricted requests rank by the
+    re-embedded vectors' distance."""
     prov = restricting(provenance)
     if k < 1:
         raise InvalidDecisionInput(f"k must be at least 1, got {k}")
@@ -42,7 +49,15 @@ def fallbacks(
     query = replace(base, statuses=("active",), licenses=licenses, exclude_ids=(*base.exclude_ids, model_id))
     pv = None if prov is None else provenance_vectors(ctx, prov, query, must=[model_id])
     vec = require_vectors(ctx, [model_id])[model_id] if pv is None else pv.vector(model_id)
-    hits = ctx.index.search_models(vec, k, query) if pv is None else pv.nearest(vec, k)
+    by_behaviour = rank_by == "behaviour" and pv is None
+    evidence: dict[uuid.UUID, dict[str, Any]] = {}
+    if by_behaviour:
+        pool = ctx.index.search_models(vec, max(3 * k, 30), query)
+        ranked, _ = rank_candidates(ctx, model_id, [(h.id, h.distance) for h in pool], k)
+        hits = [ScoredId(m, d) for m, d, _ in ranked]
+        evidence = {m: ev for m, _, ev in ranked}
+    else:
+        hits = ctx.index.search_models(vec, k, query) if pv is None else pv.nearest(vec, k)
     rows = _rows(ctx, [h.id for h in hits])
     hits = [h for h in hits if h.id in rows]
     phi, _ = reference_queries(ctx, reference)
@@ -57,8 +72,16 @@ def fallbacks(
         fingerprint=ctx.embedder.fingerprint,
         reference_queries=len(phi),
         items=[
-            FallbackRead(model=brief(rows[h.id]), distance=h.distance, predicted_agreement=a)
+            FallbackRead(
+                model=brief(rows[h.id]),
+                distance=h.distance,
+                predicted_agreement=a,
+                behaviour_distance=evidence.get(h.id, {}).get("behaviour_distance"),
+                shared_questions=evidence.get(h.id, {}).get("shared_questions"),
+                observed_disagreement=evidence.get(h.id, {}).get("observed_disagreement"),
+            )
             for h, a in zip(hits, agree, strict=True)
         ],
+        ranked_by="behaviour" if by_behaviour else "embedding",
     )
     return finish(read, pv, [REFERENCE])
