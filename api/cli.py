@@ -17,6 +17,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from api import cli_lifecycle
 from registry.settings import Settings, get_settings
 
 log = logging.getLogger("locus_registry")
@@ -202,21 +203,6 @@ def _task_map(values: Sequence[str] | None, flag: str, *, bare: bool = True) -> 
             raise ValueError(f"{flag} {v!r}: expected TASK=VALUE")
         out[task.strip()] = value.strip()
     return out
-
-
-def cmd_reindex(settings: Settings, args: argparse.Namespace) -> int:
-    from api.wiring import build_container
-    from registry import services
-
-    container = build_container(settings)
-    bars = Bars()
-    try:
-        report = services.reindex(container, progress=bars)
-    finally:
-        bars.close()
-        container.close()
-    print(json.dumps(report.model_dump(), indent=2))
-    return 0
 
 
 def cmd_export(settings: Settings, args: argparse.Namespace) -> int:
@@ -405,8 +391,7 @@ def parser() -> argparse.ArgumentParser:
             one.add_argument("--interval", type=float, default=1.0, help="seconds between polls")
     jobs_p.set_defaults(func=cmd_jobs)
 
-    reidx = sub.add_parser("reindex", help="rebuild every vector from SQL for the loaded encoder")
-    reidx.set_defaults(func=cmd_reindex)
+    cli_lifecycle.add_parsers(sub)  # reindex, train, encoders
 
     probes = sub.add_parser("probes", help="print the probe set to score every endpoint on")
     probes.add_argument("--n", type=int, default=128, help="number of questions")

@@ -57,8 +57,13 @@ def test_cli_flow(settings: Settings, tmp_path: Path, capsys: pytest.CaptureFixt
     assert main(["import", str(src), "--limit-models", "2"], settings) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["models_created"] == 2 and report["evaluations"] == 12 and report["questions_created"] == 6
-    assert main(["reindex"], settings) == 0
-    assert json.loads(capsys.readouterr().out)["models"] == 2
+    assert main(["reindex"], settings) == 0  # a new collection build of the serving encoder, then a switch
+    reindexed = json.loads(capsys.readouterr().out)
+    assert reindexed["models"] == 2 and reindexed["generation"] == 1
+    assert main(["encoders", "list"], settings) == 0
+    assert "serving    g1" in capsys.readouterr().out
+    assert main(["train", "--steps", "5"], settings) == 2  # 2 models x 6 questions: nothing to train on
+    assert "nothing to train on" in capsys.readouterr().err
 
     with TestClient(create_app(settings)) as client:  # the lifespan builds everything from settings
         auth = {"Authorization": f"Bearer {key}"}
