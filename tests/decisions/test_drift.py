@@ -233,3 +233,20 @@ def test_rerun_noise_never_flags_under_a_tiny_registry_tolerance() -> None:
     assert j.verdict == "undetermined" and j.flag_at == 0.10  # ...but not a change that counts as drift
     strict = judge_drift(ev, tiny, min_drift=0.02)  # a deterministic endpoint: 5% is drift
     assert (strict.verdict, strict.kind, strict.flag_at) == ("different", "related", 0.02)
+
+
+def test_a_neighbour_that_moves_close_takes_same_out_of_reach_at_once(
+    client: TestClient, writer: dict[str, str], registered: dict[str, str]
+) -> None:
+    target = registered["target"]
+    first = probe(client, writer, target, {"evaluations": evals(PATTERNS["target"])})
+    assert first["verdict"] == "same"
+    twin = list(PATTERNS["target"])
+    twin[0] = 1.0 - twin[0]  # another registered model now answers like the target but once
+    r = client.post(
+        f"/v1/models/{registered['other-0']}/evaluations", json={"evaluations": evals(twin)}, headers=writer
+    )
+    assert r.status_code == 200, r.text
+    again = probe(client, writer, target, {"evaluations": evals(PATTERNS["target"])})
+    assert again["verdict"] == "undetermined"
+    assert again["cap_probe"] == pytest.approx(0.5 / N_Q)  # the neighbour cache saw the write
