@@ -31,6 +31,7 @@ class EmbedderCache:
     def __init__(self, serving: Embedder, query_encoder: QueryEncoder | None) -> None:
         self._by_fp: dict[str, Embedder] = {serving.fingerprint: serving}
         self._query = query_encoder
+        self._threads = getattr(serving, "threads", None)
         self._lock = threading.Lock()
 
     def __call__(self, path: str) -> Embedder:
@@ -41,7 +42,7 @@ class EmbedderCache:
             known = self._by_fp.get(fp)
             if known is not None:
                 return known
-            emb = LocusEmbedder(model, self._query, fingerprint_=fp)
+            emb = LocusEmbedder(model, self._query, fingerprint_=fp, threads=self._threads)
             self._by_fp[fp] = emb
             return emb
 

@@ -159,7 +159,7 @@ def train_handler(settings: Settings) -> lifecycle.Handler:
             on_step=lambda step, steps: job.progress("train", step, steps),
         )
         job.progress("compare", 0, len(sources))
-        trained = LocusEmbedder(model, serving.query_encoder)
+        trained = LocusEmbedder(model, serving.query_encoder, threads=serving.threads)
         comparison = _compare(trained, serving, sources, p)
         report: dict[str, Any] = {
             "kind": "train-from-registry",

@@ -76,7 +76,7 @@ def build_embedder(settings: Settings) -> LocusEmbedder:
     query_model = settings.query_model or model.cfg.query_model
     encoder = QueryEncoder(query_model, cache_dir=settings.query_cache_dir)
     log.info("encoder %s (fingerprint %s), query model %s", path, fp, query_model)
-    return LocusEmbedder(model, encoder, fingerprint_=fp)
+    return LocusEmbedder(model, encoder, fingerprint_=fp, threads=settings.torch_threads)
 
 
 def build_container(settings: Settings) -> Container:

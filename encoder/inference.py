@@ -54,8 +54,13 @@ class LocusEmbedder:
         # Small batches keep each block's activations (tokens x 256 floats) in the CPU cache: on 2 cores,
         # 112 x 1024 evaluations embed in ~0.6 s at 2,048 tokens per batch against ~1.2 s at 262,144.
         max_batch_tokens: int = 2048,
+        threads: int | None = None,
     ) -> None:
         model.eval()
+        # Intra-op threads, set in every thread that embeds: OpenMP keeps the count per calling thread, so
+        # a request thread, a job thread and the main thread would otherwise sum in different orders and
+        # give vectors that differ in the last bits (None: this process's count when the embedder is made).
+        self.threads = threads or torch.get_num_threads()
         self.model = model
         self.query_encoder = query_encoder
         self._fingerprint = fingerprint_ or fingerprint(model.cfg, model.state_dict())
@@ -103,6 +108,7 @@ class LocusEmbedder:
         order = sorted(range(len(sets)), key=lambda i: len(sets[i][1]))
         out = np.empty((len(sets), self.embedding_dim), dtype=np.float32)
         start = 0
+        torch.set_num_threads(self.threads)
         with torch.inference_mode():
             while start < len(order):
                 end = start + 1
@@ -124,6 +130,7 @@ class LocusEmbedder:
             raise ValueError(f"z has shape {z.shape}, expected (M, {self.embedding_dim})")
         if phi.ndim != 2 or phi.shape[1] != self.query_dim:
             raise ValueError(f"phi has shape {phi.shape}, expected (Q, {self.query_dim})")
+        torch.set_num_threads(self.threads)
         with torch.inference_mode():
             logits = self.model.predict_logits(torch.from_numpy(z), torch.from_numpy(phi))
             return torch.sigmoid(logits).numpy()

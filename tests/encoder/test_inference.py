@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
+import torch
 
+from encoder.config import LocusConfig
 from encoder.inference import LocusEmbedder
 from encoder.model import LocusModel
 from tests.encoder.conftest import SMALL
@@ -55,3 +59,27 @@ def test_bad_sets_name_the_set(small_model: LocusModel, phi, scores, message) ->
     good = _sets([4])[0]
     with pytest.raises(ValueError, match=f"set 1: .*{message}"):
         emb.embed([good, (phi, scores)])
+
+
+def test_embedding_does_not_depend_on_the_calling_threads_count() -> None:
+    """OpenMP keeps the thread count per calling thread: a request or job thread must embed with the
+    embedder's count, or its vectors differ in the last bits from the main thread's (test_processes)."""
+    torch.manual_seed(0)
+    emb = LocusEmbedder(LocusModel(LocusConfig()), threads=1)
+    rng = np.random.default_rng(0)
+    sets = [
+        (rng.normal(size=(600, emb.query_dim)).astype(np.float32), rng.integers(0, 2, 600).astype(np.float32))
+    ]
+    here = emb.embed(sets)
+    seen: dict[str, object] = {}
+
+    def other() -> None:
+        torch.set_num_threads(2)  # what a fresh thread of a multi-core process may run with
+        seen["vector"] = emb.embed(sets)
+        seen["threads"] = torch.get_num_threads()
+
+    t = threading.Thread(target=other)
+    t.start()
+    t.join()
+    assert seen["threads"] == 1
+    np.testing.assert_array_equal(seen["vector"], here)
