@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,8 @@ from tests.conftest import SMALL
 from tests.jobs.test_kill import _int, _worker
 
 MODELS, QUESTIONS = 48, 30
+LATE = 40  # models registered under the promoted encoder before a rollback
+MODELS_TOTAL_DEFAULT = MODELS
 
 
 def _populate(ctx: Context, root: Path) -> None:
@@ -68,7 +71,46 @@ def _setup_promote(ctx: Context, root: Path) -> dict[str, Any]:
     return {"encoder_id": str(entry.id)}
 
 
-def _check_switch(changes_encoder: bool) -> Callable[[Context, EncoderRead, JobRead], None]:
+def _setup_rollback(ctx: Context, root: Path) -> dict[str, Any]:
+    """Promoted to a candidate, then LATE more models registered while it served: the rollback must
+    catch them up into the previous encoder's collections (the work the kill interrupts)."""
+    params = _setup_promote(ctx, root)
+    cache = EmbedderCache(ctx.embedder, None)
+    report = encoders.switch_to(ctx, uuid.UUID(params["encoder_id"]), cache, _Quiet(), grace_s=0)
+    bound = encoders.bound_to(ctx, report.fingerprint, report.generation, cache(str(root / "candidate")))
+    rng = np.random.default_rng(4)
+    for m in range(LATE):
+        scores = rng.integers(0, 2, QUESTIONS)
+        model_svc.register_model(
+            bound,
+            ModelCreate(
+                name=f"late-{m}",
+                evaluations=[EvaluationIn(question=f"k{i}", score=float(y)) for i, y in enumerate(scores)],
+            ),
+        )
+    return {}
+
+
+class _Quiet:
+    """A JobHandle for a switch made while setting a test up."""
+
+    id = uuid.uuid4()
+    attempt = 1
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return {}
+
+    def progress(self, stage: str, done: int, total: int | None) -> None:
+        return None
+
+    def log(self, message: str) -> None:
+        return None
+
+
+def _check_switch(
+    changes_encoder: bool, models: int = MODELS_TOTAL_DEFAULT
+) -> Callable[[Context, EncoderRead, JobRead], None]:
     def check(ctx: Context, before: EncoderRead, done: JobRead) -> None:
         serving = encoders.serving_encoder(ctx)
         assert (serving.fingerprint != before.fingerprint) == changes_encoder
@@ -79,9 +121,9 @@ def _check_switch(changes_encoder: bool) -> Callable[[Context, EncoderRead, JobR
         )
         counts = encoders.check_consistency(bound)
         assert counts == {
-            "models": MODELS,
-            "models_with_evaluations": MODELS,
-            "points": MODELS,
+            "models": models,
+            "models_with_evaluations": models,
+            "points": models,
             "orphan_points": 0,
             "missing_points": 0,
         }
@@ -94,8 +136,8 @@ def _check_switch(changes_encoder: bool) -> Callable[[Context, EncoderRead, JobR
                 ).all()
             )
             n_evals = s.scalar(select(func.count()).select_from(EvaluationRow))
-        assert labels == {serving.fingerprint: MODELS}  # every vector in service is the serving encoder's
-        assert n_evals == MODELS * QUESTIONS  # nothing duplicated or lost
+        assert labels == {serving.fingerprint: models}  # every vector in service is the serving encoder's
+        assert n_evals == models * QUESTIONS  # nothing duplicated or lost
 
     return check
 
@@ -153,6 +195,13 @@ CASES = [
         _setup_promote,
         lambda st, d, t: st == "models" and t is not None and 0 < d < t,
         _check_switch(changes_encoder=True),
+    ),
+    # mid catch-up: the previous encoder's collections get the models registered while the other served
+    SwitchCase(
+        "rollback",
+        _setup_rollback,
+        lambda st, d, t: st == "catch-up" and t is not None and 0 < d < t,
+        _check_switch(changes_encoder=True, models=MODELS + LATE),
     ),
     # after the state saved at step 100, before the end
     SwitchCase("train", _setup_train, lambda st, d, t: st == "train" and 105 <= d < 145, _check_train),
