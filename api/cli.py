@@ -102,10 +102,7 @@ def cmd_keys(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_import(settings: Settings, args: argparse.Namespace) -> int:
     """The `import` job run in this process (same handler as POST /v1/jobs), with progress bars."""
-    from api import jobs as job_wiring
-    from api.wiring import build_container
-    from registry import jobs
-    from registry.schemas import ImportJobParams, JobCreate
+    from registry.schemas import ImportJobParams
 
     params = ImportJobParams(
         path=str(Path(args.path).resolve()),
@@ -119,25 +116,7 @@ def cmd_import(settings: Settings, args: argparse.Namespace) -> int:
         name=args.name,
         limit_models=args.limit_models,
     )
-    container = build_container(settings)
-    job_wiring.install(settings, local=True)
-    bars = Bars()
-    try:
-        job = jobs.run_job_now(
-            container,
-            JobCreate(kind="import", params=params.model_dump(mode="json", exclude_defaults=True)),
-            created_by="cli",
-            listener=bars,
-            lease_s=settings.job_lease_s,
-        )
-    finally:
-        bars.close()
-        container.close()
-    if job.state != "succeeded":
-        print(f"error: {job.error or job.state} (job {job.id})", file=sys.stderr)
-        return 2
-    print(json.dumps(job.result, indent=2))
-    return 0
+    return cli_lifecycle.run_job(settings, "import", params.model_dump(mode="json", exclude_defaults=True))
 
 
 def cmd_jobs(settings: Settings, args: argparse.Namespace) -> int:

@@ -17,7 +17,8 @@ from typing import Any
 from registry.settings import Settings
 
 
-def _run(settings: Settings, kind: str, params: dict[str, Any]) -> int:
+def run_job(settings: Settings, kind: str, params: dict[str, Any]) -> int:
+    """Run a job of this kind in this process (recorded in the jobs table) with progress bars."""
     from api import jobs as job_wiring
     from api.cli import Bars
     from api.wiring import build_container
@@ -47,7 +48,7 @@ def _run(settings: Settings, kind: str, params: dict[str, Any]) -> int:
 
 def cmd_reindex(settings: Settings, args: argparse.Namespace) -> int:
     """Rebuild the serving encoder's vectors from SQL into a new collection build, then switch to it."""
-    return _run(settings, "reindex", {})
+    return run_job(settings, "reindex", {})
 
 
 def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
@@ -61,7 +62,7 @@ def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
         params["benchmarks"] = args.benchmark
     if args.data:
         params["data"] = args.data
-    return _run(settings, "train", params)
+    return run_job(settings, "train", params)
 
 
 def cmd_encoders(settings: Settings, args: argparse.Namespace) -> int:
@@ -70,9 +71,9 @@ def cmd_encoders(settings: Settings, args: argparse.Namespace) -> int:
     from registry.services import encoders
 
     if args.encoders_command == "promote":
-        return _run(settings, "promote", {"encoder_id": str(args.id)})
+        return run_job(settings, "promote", {"encoder_id": str(args.id)})
     if args.encoders_command == "rollback":
-        return _run(settings, "rollback", {})
+        return run_job(settings, "rollback", {})
     container = build_container(settings)
     try:
         if args.encoders_command == "register":

@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +27,7 @@ from encoder.inference import LocusEmbedder
 from registry import jobs
 from registry import repositories as repo
 from registry.db import make_session_factory
-from registry.schemas import JobCreate
+from registry.schemas import JobCreate, JobRead
 from registry.services import Context, Sessions
 from registry.settings import Settings
 from registry.tables import EvaluationRow, ModelRow, QuestionRow
@@ -94,26 +95,27 @@ def _int(text: str) -> int | None:
     return None if text == "None" else int(text)
 
 
-@pytest.mark.parametrize("case", CASES, ids=lambda c: c.kind)
-def test_kill_9_mid_job_then_rerun(
-    case: KillCase, db_url: str, engine: Engine, embedder: LocusEmbedder, tmp_path: Path
-) -> None:
-    sessions = Sessions(make_session_factory(engine))
-    job_wiring.install(Settings(database_url=db_url, import_root=tmp_path, job_dir=tmp_path / "jobs"))
-    params = case.prepare(tmp_path)
-    job = jobs.submit_job(sessions, JobCreate(kind=case.kind, params=params))
-    qdrant, log = tmp_path / "qdrant", tmp_path / "worker.log"
-
-    first = _worker(db_url, qdrant, tmp_path, log)
+def kill_then_rerun(
+    sessions: Sessions,
+    job_id: uuid.UUID,
+    db_url: str,
+    root: Path,
+    kill_when: Callable[[str, int, int | None], bool],
+) -> JobRead:
+    """Run the queued job in a worker process on `root`'s Qdrant folder, SIGKILL it at the first progress
+    report `kill_when` accepts, then let a second worker finish it; returns the finished job (asserted
+    succeeded on its second attempt)."""
+    qdrant, log = root / "qdrant", root / "worker.log"
+    first = _worker(db_url, qdrant, root, log)
     deadline = time.monotonic() + 240
     try:
-        reports = tmp_path / "progress.tsv"
+        reports = root / "progress.tsv"
         while True:
             lines = reports.read_text().splitlines() if reports.exists() else []
             last = lines[-1].split("\t") if lines else None
-            if last is not None and case.kill_when(last[0], int(last[1]), _int(last[2])):
+            if last is not None and kill_when(last[0], int(last[1]), _int(last[2])):
                 break
-            seen = jobs.get_job(sessions, job.id)
+            seen = jobs.get_job(sessions, job_id)
             assert seen.state in ("queued", "running"), f"{seen.state} before the kill: {seen.error}"
             assert first.poll() is None, log.read_text()[-3000:]
             assert time.monotonic() < deadline, f"never reached the kill point: {seen}"
@@ -122,17 +124,31 @@ def test_kill_9_mid_job_then_rerun(
     finally:
         first.kill()
         first.wait()
-    killed = jobs.get_job(sessions, job.id)
+    killed = jobs.get_job(sessions, job_id)
     assert killed.state == "running" and killed.attempts == 1  # died mid-way: nobody closed it
 
-    second = _worker(db_url, qdrant, tmp_path, log)
+    second = _worker(db_url, qdrant, root, log)
     try:
         assert second.wait(timeout=300) == 0, log.read_text()[-3000:]
     finally:
         second.kill()
-    done = jobs.get_job(sessions, job.id)
+    done = jobs.get_job(sessions, job_id)
     assert done.state == "succeeded", (done.error, log.read_text()[-3000:])
-    assert done.attempts == 2 and any("attempt 2" in line for line in done.log)
+    assert done.attempts == 2
+    return done
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.kind)
+def test_kill_9_mid_job_then_rerun(
+    case: KillCase, db_url: str, engine: Engine, embedder: LocusEmbedder, tmp_path: Path
+) -> None:
+    sessions = Sessions(make_session_factory(engine))
+    job_wiring.install(Settings(database_url=db_url, import_root=tmp_path, job_dir=tmp_path / "jobs"))
+    params = case.prepare(tmp_path)
+    job = jobs.submit_job(sessions, JobCreate(kind=case.kind, params=params))
+    qdrant = tmp_path / "qdrant"
+    done = kill_then_rerun(sessions, job.id, db_url, tmp_path, case.kill_when)
+    assert any("attempt 2" in line for line in done.log)
 
     index = QdrantIndex(path=str(qdrant))
     try:

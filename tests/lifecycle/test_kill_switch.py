@@ -4,9 +4,6 @@ embedding state names it (the harness of tests/jobs/test_kill.py, with a populat
 
 from __future__ import annotations
 
-import os
-import signal
-import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,34 +23,42 @@ from encoder.model import LocusModel
 from registry import jobs
 from registry.db import make_session_factory
 from registry.schemas import EncoderRead, EvaluationIn, JobCreate, JobRead, ModelCreate, QuestionIn
-from registry.services import Context, encoders
+from registry.services import Context, Sessions, encoders
 from registry.services import models as model_svc
 from registry.services.questions import add_questions
 from registry.settings import Settings
 from registry.tables import EmbeddingStateRow, EvaluationRow
 from registry.vectors import QdrantIndex
 from tests.conftest import SMALL
-from tests.jobs.test_kill import _int, _worker
+from tests.jobs.test_kill import kill_then_rerun
 
 MODELS, QUESTIONS = 48, 30
 LATE = 40  # models registered under the promoted encoder before a rollback
 MODELS_TOTAL_DEFAULT = MODELS
 
 
-def _populate(ctx: Context, root: Path) -> None:
-    add_questions(
-        ctx, [QuestionIn(key=f"k{i}", text=f"Kill test question {i}: {i} squared?") for i in range(QUESTIONS)]
-    )
-    rng = np.random.default_rng(3)
-    for m in range(MODELS):
+def _register(ctx: Context, prefix: str, n: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    for m in range(n):
         scores = rng.integers(0, 2, QUESTIONS)
         model_svc.register_model(
             ctx,
             ModelCreate(
-                name=f"kill-{m}",
+                name=f"{prefix}-{m}",
                 evaluations=[EvaluationIn(question=f"k{i}", score=float(y)) for i, y in enumerate(scores)],
             ),
         )
+
+
+def _populate(ctx: Context, root: Path, benchmark: str | None = None) -> None:
+    add_questions(
+        ctx,
+        [
+            QuestionIn(key=f"k{i}", text=f"Kill test question {i}: {i} squared?", benchmark=benchmark)
+            for i in range(QUESTIONS)
+        ],
+    )
+    _register(ctx, "kill", MODELS, seed=3)
     encoders.ensure_serving(ctx, str(root / "serving"))
 
 
@@ -78,16 +83,7 @@ def _setup_rollback(ctx: Context, root: Path) -> dict[str, Any]:
     cache = EmbedderCache(ctx.embedder, None)
     report = encoders.switch_to(ctx, uuid.UUID(params["encoder_id"]), cache, _Quiet(), grace_s=0)
     bound = encoders.bound_to(ctx, report.fingerprint, report.generation, cache(str(root / "candidate")))
-    rng = np.random.default_rng(4)
-    for m in range(LATE):
-        scores = rng.integers(0, 2, QUESTIONS)
-        model_svc.register_model(
-            bound,
-            ModelCreate(
-                name=f"late-{m}",
-                evaluations=[EvaluationIn(question=f"k{i}", score=float(y)) for i, y in enumerate(scores)],
-            ),
-        )
+    _register(bound, "late", LATE, seed=4)
     return {}
 
 
@@ -143,24 +139,7 @@ def _check_switch(
 
 
 def _setup_train(ctx: Context, root: Path) -> dict[str, Any]:
-    add_questions(
-        ctx,
-        [
-            QuestionIn(key=f"k{i}", text=f"Kill test question {i}: {i} squared?", benchmark="kill")
-            for i in range(QUESTIONS)
-        ],
-    )
-    rng = np.random.default_rng(3)
-    for m in range(MODELS):
-        scores = rng.integers(0, 2, QUESTIONS)
-        model_svc.register_model(
-            ctx,
-            ModelCreate(
-                name=f"kill-{m}",
-                evaluations=[EvaluationIn(question=f"k{i}", score=float(y)) for i, y in enumerate(scores)],
-            ),
-        )
-    encoders.ensure_serving(ctx, str(root / "serving"))
+    _populate(ctx, root, benchmark="kill")
     return {"steps": 150, "eval_k": 8, "min_questions": 10, "holdout_models": 0.25}
 
 
@@ -232,35 +211,7 @@ def test_kill_9_mid_job_then_rerun(
         index.close()
     job_wiring.install(Settings(database_url=db_url, import_root=tmp_path, job_dir=tmp_path / "jobs"))
     job = jobs.submit_job(ctx, JobCreate(kind=case.kind, params=params))
-    log = tmp_path / "worker.log"
-
-    first = _worker(db_url, qdrant, tmp_path, log)
-    deadline = time.monotonic() + 240
-    try:
-        reports = tmp_path / "progress.tsv"
-        while True:
-            lines = reports.read_text().splitlines() if reports.exists() else []
-            last = lines[-1].split("\t") if lines else None
-            if last is not None and case.kill_when(last[0], int(last[1]), _int(last[2])):
-                break
-            assert first.poll() is None, log.read_text()[-3000:]
-            assert time.monotonic() < deadline, "never reached the kill point"
-            time.sleep(0.02)
-        os.kill(first.pid, signal.SIGKILL)
-    finally:
-        first.kill()
-        first.wait()
-    killed = jobs.get_job(ctx, job.id)
-    assert killed.state == "running" and killed.attempts == 1
-
-    second = _worker(db_url, qdrant, tmp_path, log)
-    try:
-        assert second.wait(timeout=300) == 0, log.read_text()[-3000:]
-    finally:
-        second.kill()
-    done = jobs.get_job(ctx, job.id)
-    assert done.state == "succeeded", (done.error, log.read_text()[-3000:])
-    assert done.attempts == 2
+    done = kill_then_rerun(Sessions(sessions), job.id, db_url, tmp_path, case.kill_when)
 
     index = QdrantIndex(path=str(qdrant))
     try:
