@@ -44,6 +44,7 @@ from benchmarks.api import free_port
 from benchmarks.load import seed
 
 PHASES = ("promote", "rollback", "reindex")
+KEEPALIVE_S = 2.0
 PROVIDERS = ["acme", "zeta", "nova", "orbit"]  # what benchmarks.load seeds; writers use another one
 
 
@@ -149,7 +150,9 @@ async def drive(
     done = asyncio.Event()
     counter = itertools.count()
     job: dict[str, Any] = {}
-    limits = httpx.Limits(max_connections=concurrency + 2)
+    # Keep-alive shorter than uvicorn's 5 s: reusing a connection the server is closing fails the request
+    # with a ReadError that has nothing to do with the switch.
+    limits = httpx.Limits(max_connections=concurrency + 2, keepalive_expiry=KEEPALIVE_S)
     async with httpx.AsyncClient(base_url=url, headers=headers, timeout=120, limits=limits) as client:
 
         async def reader() -> None:
@@ -250,7 +253,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         env = {**env, "LOCUS_JOB_WORKERS": "1", "LOCUS_LOG_LEVEL": "info"}
         with (
             serve(port, env, workdir / "server.log") as url,
-            httpx.Client(base_url=url, headers=headers, timeout=120) as client,
+            httpx.Client(
+                base_url=url, headers=headers, timeout=120, limits=httpx.Limits(keepalive_expiry=KEEPALIVE_S)
+            ) as client,
         ):
             refs: dict[str, dict[str, tuple[Any, ...]]] = {}
             enc, refs_old = references(client, reads)
