@@ -40,6 +40,7 @@ from registry.decisions.evidence import (
     candidate_cap,
     nearest_disagreements,
     questions_needed,
+    smallest_deciding,
     verdict,
 )
 
@@ -79,19 +80,7 @@ def questions_to_flag(rate: float, flag_at: float, alpha: float, limit: int = 10
     def ok(n: int) -> bool:
         return bounds(rate * n, n, alpha)[0] >= flag_at
 
-    hi = 8
-    while not ok(hi):
-        hi *= 2
-        if hi > limit:
-            return None
-    lo = hi // 2
-    while lo + 1 < hi:  # smallest n in (lo, hi] that decides
-        mid = (lo + hi) // 2
-        if ok(mid):
-            hi = mid
-        else:
-            lo = mid
-    return hi
+    return smallest_deciding(ok, limit)
 
 
 def judge_drift(

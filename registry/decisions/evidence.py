@@ -23,7 +23,7 @@ where the two candidates differ (a sign test at alpha): the others become `undet
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -119,6 +119,12 @@ def questions_needed(
     def ok(n: int) -> bool:
         return bounds(rate * n, n, tol.alpha)[1] < same
 
+    return smallest_deciding(ok, limit)
+
+
+def smallest_deciding(ok: Callable[[int], bool], limit: int) -> int | None:
+    """The smallest number of questions n >= 8 for which `ok(n)` holds (ok is monotone in n), found by
+    doubling then bisection; None when even `limit` questions would not do."""
     hi = 8
     while not ok(hi):
         hi *= 2
