@@ -36,15 +36,15 @@ import numpy as np
 
 from registry import importers
 from registry import repositories as repo
-from registry.errors import Forbidden, InvalidInput, QuestionConflict
+from registry.errors import Forbidden, InvalidInput
 from registry.importers import ImportBatch, ImportOptions
 from registry.jobs.runner import WorkerStopping
 from registry.jobs.store import Lost
 from registry.ports import JobHandle
 from registry.schemas import ImportJobParams, ImportReport
-from registry.services.common import embed_rows, index_write, new_question, upsert_vectors
+from registry.services.common import embed_rows, index_write, upsert_vectors
 from registry.services.context import Context
-from registry.services.maintenance import MODEL_BATCH, import_batch
+from registry.services.maintenance import MODEL_BATCH, import_batch, resolve_questions
 
 log = logging.getLogger(__name__)
 
@@ -262,24 +262,9 @@ def stage_questions(ctx: Context, batch: ImportBatch, job: JobHandle) -> int:
     """
     specs = list({q.key: q for q in reversed(batch.questions)}.values())[::-1]  # first of each key
     with ctx.session_factory() as s, s.begin():
-        existing = repo.get_questions_by_keys(s, [q.key for q in specs])
-        new_rows = []
-        ids: list[uuid.UUID] = []
-        texts: dict[uuid.UUID, str] = {}
-        for spec in specs:
-            row = existing.get(spec.key)
-            if row is None:
-                row = new_question(spec.key, spec.text, spec.category, spec.benchmark)
-                new_rows.append(row)
-            elif row.text != spec.text and not (
-                spec.text_keyed and importers.normalise_text(row.text) == importers.normalise_text(spec.text)
-            ):
-                raise QuestionConflict(
-                    f"question key {spec.key!r} is already registered with a different text"
-                )
-            ids.append(row.id)
-            texts[row.id] = row.text
-        repo.add_questions(s, new_rows)
+        rows, new_rows = resolve_questions(s, specs)
+        ids = [r.id for r in rows]
+        texts = {r.id: r.text for r in rows}
     if new_rows:
         job.log(f"{len(new_rows)} new questions stored; writing their vectors")
     done = 0

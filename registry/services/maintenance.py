@@ -6,14 +6,16 @@ import hashlib
 import json
 import logging
 import uuid
+from collections.abc import Sequence
 from typing import Protocol
 
 import numpy as np
+from sqlalchemy.orm import Session
 
 from registry import importers
 from registry import repositories as repo
 from registry.errors import InvalidInput, QuestionConflict
-from registry.importers import ImportBatch, Provenance
+from registry.importers import ImportBatch, Provenance, QuestionSpec
 from registry.schemas import ImportReport, ReindexReport
 from registry.services.common import Progress, embed_rows, index_write, new_question, upsert_vectors
 from registry.services.context import Context
@@ -38,6 +40,29 @@ class EvalTable(Protocol):
 
 def _noop(stage: str, done: int, total: int) -> None:
     return None
+
+
+def resolve_questions(
+    s: Session, specs: Sequence[QuestionSpec]
+) -> tuple[list[QuestionRow], list[QuestionRow]]:
+    """Each spec's question row, in order: the registered one, or a new row (added to the session).
+    Returns (rows, new rows). Another text under a registered key is a QuestionConflict, unless the
+    question is keyed by its text and the two normalise alike."""
+    existing = repo.get_questions_by_keys(s, [q.key for q in specs])
+    rows: list[QuestionRow] = []
+    new_rows: list[QuestionRow] = []
+    for spec in specs:
+        row = existing.get(spec.key)
+        if row is None:
+            row = new_question(spec.key, spec.text, spec.category, spec.benchmark)
+            new_rows.append(row)
+        elif row.text != spec.text and not (
+            spec.text_keyed and importers.normalise_text(row.text) == importers.normalise_text(spec.text)
+        ):
+            raise QuestionConflict(f"question key {spec.key!r} is already registered with a different text")
+        rows.append(row)
+    repo.add_questions(s, new_rows)
+    return rows, new_rows
 
 
 def reindex(ctx: Context, *, progress: Progress | None = None) -> ReindexReport:
@@ -138,22 +163,8 @@ def import_batch(
     keys = [q.key for q in batch.questions]
     ctx.ensure_collections()
     with ctx.session_factory() as s, s.begin():
-        existing = repo.get_questions_by_keys(s, keys)
-        new_rows: list[QuestionRow] = []
-        q_ids: list[uuid.UUID] = []
-        for spec in batch.questions:
-            row = existing.get(spec.key)
-            if row is None:
-                row = new_question(spec.key, spec.text, spec.category, spec.benchmark)
-                new_rows.append(row)
-            elif row.text != spec.text and not (
-                spec.text_keyed and importers.normalise_text(row.text) == importers.normalise_text(spec.text)
-            ):
-                raise QuestionConflict(
-                    f"question key {spec.key!r} is already registered with a different text"
-                )
-            q_ids.append(row.id)
-        repo.add_questions(s, new_rows)
+        q_rows, new_rows = resolve_questions(s, batch.questions)
+        q_ids = [r.id for r in q_rows]
         cache: dict[uuid.UUID, np.ndarray] = {}
         for start in range(0, len(new_rows), QUESTION_BATCH):
             part = new_rows[start : start + QUESTION_BATCH]
