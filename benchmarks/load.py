@@ -71,10 +71,16 @@ def baseline_app(vectors_file: Path) -> Any:
 
 
 @contextlib.contextmanager
-def serve(args: list[str], env: dict[str, str], port: int) -> Iterator[str]:
-    """Run a server process until the block ends; wait until it answers."""
+def serve(args: list[str], env: dict[str, str], port: int, log: Path | None = None) -> Iterator[str]:
+    """Run a server process until the block ends; wait until it answers. With `log`, its output is kept
+    there and its tail printed if the block fails (e.g. the server died)."""
+    out = log.open("ab") if log is not None else None
     proc = subprocess.Popen(
-        [sys.executable, *args], cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.DEVNULL
+        [sys.executable, *args],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        stdout=out if out is not None else subprocess.DEVNULL,
+        stderr=subprocess.STDOUT if out is not None else None,
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -92,12 +98,18 @@ def serve(args: list[str], env: dict[str, str], port: int) -> Iterator[str]:
                 raise RuntimeError(f"server {args} did not start")
             time.sleep(0.2)
         yield url
+    except BaseException:
+        if log is not None:
+            print(f"server log tail (exit code {proc.poll()}):\n{log.read_text()[-4000:]}", file=sys.stderr)
+        raise
     finally:
         proc.terminate()
         try:
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             proc.kill()
+        if out is not None:
+            out.close()
 
 
 def seed(workdir: Path, n_models: int) -> tuple[dict[str, str], str, list[str], list[str], Path]:

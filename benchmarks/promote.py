@@ -25,63 +25,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import itertools
-import os
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from benchmarks._common import ROOT, provenance, write_json
+from benchmarks._common import provenance, write_json
 from benchmarks.api import free_port
-from benchmarks.load import seed
+from benchmarks.load import seed, serve
 
 PHASES = ("promote", "rollback", "reindex")
 KEEPALIVE_S = 2.0
 PROVIDERS = ["acme", "zeta", "nova", "orbit"]  # what benchmarks.load seeds; writers use another one
-
-
-@contextlib.contextmanager
-def serve(port: int, env: dict[str, str], log: Path) -> Iterator[str]:
-    """The registry server in its own process, its output kept in `log` (printed if it dies)."""
-    out = log.open("ab")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "api", "serve", "--port", str(port)],
-        cwd=ROOT,
-        env={**os.environ, **env},
-        stdout=out,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 300
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"server exited with {proc.returncode}: {log.read_text()[-3000:]}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                    break
-            if time.time() > deadline:
-                raise RuntimeError("server did not start")
-            time.sleep(0.2)
-        yield url
-    except BaseException:
-        print(f"server log tail (exit code {proc.poll()}):\n{log.read_text()[-4000:]}", file=sys.stderr)
-        raise
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        out.close()
 
 
 def candidate_checkpoint(directory: Path, seed_: int) -> Path:
@@ -252,7 +211,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         out: dict[str, Any] = {"models": args.models, "sample": args.sample, "concurrency": args.concurrency}
         env = {**env, "LOCUS_JOB_WORKERS": "1", "LOCUS_LOG_LEVEL": "info"}
         with (
-            serve(port, env, workdir / "server.log") as url,
+            serve(["-m", "api", "serve", "--port", str(port)], env, port, workdir / "server.log") as url,
             httpx.Client(
                 base_url=url, headers=headers, timeout=120, limits=httpx.Limits(keepalive_expiry=KEEPALIVE_S)
             ) as client,

@@ -30,7 +30,7 @@ import httpx
 
 from benchmarks._common import QUERY_CACHE, ROOT, provenance, write_json
 from benchmarks.api import free_port
-from benchmarks.promote import serve
+from benchmarks.load import serve
 
 
 def cli(args: list[str], env: dict[str, str]) -> str:
@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         port = free_port()
         params = {"steps": args.steps, "seed": args.seed, "holdout_models": 0.2}
         with (
-            serve(port, env, workdir / "server.log") as url,
+            serve(["-m", "api", "serve", "--port", str(port)], env, port, workdir / "server.log") as url,
             httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=120) as client,
         ):
             started = time.perf_counter()
