@@ -76,9 +76,10 @@ def serve(app: Any) -> tuple[uvicorn.Server, threading.Thread, str]:
     return server, thread, f"http://{host}:{port}"
 
 
-def load_once(browser: Any, url: str, color_by: str, shot: Path | None = None) -> dict[str, Any]:
-    """Open /atlas in a fresh page; seconds until every model is drawn, and the click-to-card time."""
-    page = browser.new_page(viewport={"width": 1600, "height": 1000})
+def load_once(context: Any, url: str, color_by: str, shot: Path | None = None) -> dict[str, Any]:
+    """Open /atlas in a new page of `context` (a browser profile: its HTTP cache persists between pages);
+    seconds until every model is drawn, and the click-to-card time."""
+    page = context.new_page()
     started = time.perf_counter()
     page.goto(f"{url}/atlas")
     page.wait_for_selector("body[data-ready=true]", timeout=600_000)
@@ -134,10 +135,19 @@ def main(argv: list[str] | None = None) -> None:
         try:
             with sync_playwright() as pw:
                 browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-                cold = load_once(browser, url, args.color_by)
-                warm = [load_once(browser, url, args.color_by) for _ in range(args.warm_loads)]
+                viewport = {"width": 1600, "height": 1000}
+                # cold: a new profile and the projection computed; first visit: a new profile (plotly's
+                # 4.8 MB fetched and compiled) but the projection cached; warm: a returning visitor
+                # (the same profile: plotly from the browser's cache, the projection from the server's)
+                profile = browser.new_context(viewport=viewport)
+                cold = load_once(profile, url, args.color_by)
+                first = [
+                    load_once(browser.new_context(viewport=viewport), url, args.color_by)
+                    for _ in range(args.warm_loads)
+                ]
+                warm = [load_once(profile, url, args.color_by) for _ in range(args.warm_loads)]
                 if args.screenshot is not None:
-                    load_once(browser, url, args.color_by, args.screenshot)
+                    load_once(profile, url, args.color_by, args.screenshot)
                 browser.close()
             computations = app.state.atlas_cache.computations
         finally:
@@ -152,16 +162,20 @@ def main(argv: list[str] | None = None) -> None:
         "target_s": TARGET_S,
         "results": {
             "cold": cold,
+            "first_visit": first,
+            "first_visit_median_seconds_to_map": float(np.median([w["seconds_to_map"] for w in first])),
             "warm": warm,
             "warm_best_seconds_to_map": best,
             "warm_median_seconds_to_map": float(np.median([w["seconds_to_map"] for w in warm])),
             "projections_computed": computations,
             "meets_target_warm": best < TARGET_S,
             "meets_target_cold": cold["seconds_to_map"] < TARGET_S,
+            "meets_target_first_visit": min(w["seconds_to_map"] for w in first) < TARGET_S,
         },
     }
     write_json(args.out, doc)
-    print(f"{workload}\ncold {cold['seconds_to_map']:.2f} s (projection computed), warm "
+    print(f"{workload}\ncold {cold['seconds_to_map']:.2f} s (projection computed), first visit "
+          f"{[w['seconds_to_map'] for w in first]} s, warm "
           f"{[w['seconds_to_map'] for w in warm]} s, projections computed: {computations}, "
           f"search->card {cold['seconds_search_to_card']:.2f} s")  # fmt: skip
 

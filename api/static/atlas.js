@@ -22,6 +22,14 @@ window.atlasState = state;  // for tests and the benchmark
 
 const $ = (id) => document.getElementById(id);
 
+// plotly is loaded async (see atlas.html) so the map's data is fetched while its 4.8 MB are parsed;
+// everything that draws waits for it here.
+const plotlyReady = window.Plotly ? Promise.resolve(window.Plotly) : new Promise((resolve, reject) => {
+  const tag = document.getElementById("plotly-js");
+  tag.addEventListener("load", () => resolve(window.Plotly));
+  tag.addEventListener("error", () => reject(new Error("could not load /atlas/static/plotly.min.js")));
+});
+
 function esc(text) {
   return String(text ?? "").replace(/[&<>"']/g, (c) => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;"}[c]));
 }
@@ -141,7 +149,8 @@ function traces() {
   return out;
 }
 
-function draw() {
+async function draw() {
+  const Plotly = await plotlyReady;
   const layout = {
     margin: {l: 10, r: 10, t: 10, b: 10}, hovermode: "closest", dragmode: "pan",
     xaxis: {visible: false}, yaxis: {visible: false, scaleanchor: "x"},
@@ -206,7 +215,7 @@ async function select(id) {
     state.neighbours = similar.items.map((s) => s.model.id);
     const nearest = similar.items[0];
     const compare = nearest ? await api(`/v1/compare?a=${id}&b=${nearest.model.id}`).catch(() => null) : null;
-    renderCard(model, similar, fallbacks, nearest, compare);
+    await renderCard(model, similar, fallbacks, nearest, compare);
     await draw();
   } catch (err) {
     card.innerHTML = "";
@@ -214,7 +223,7 @@ async function select(id) {
   }
 }
 
-function renderCard(model, similar, fallbacks, nearest, compare) {
+async function renderCard(model, similar, fallbacks, nearest, compare) {
   const rows = [
     ["provider", model.provider], ["family", model.family], ["base model", model.base_model],
     ["parameters (B)", model.params_b], ["context window", model.context_window],
@@ -240,6 +249,7 @@ function renderCard(model, similar, fallbacks, nearest, compare) {
   $("card").innerHTML = html.join("");
   if (compare && compare.categories.length) {
     const cats = compare.categories;
+    const Plotly = await plotlyReady;
     Plotly.newPlot("cats", [
       {type: "bar", name: model.name, x: cats.map((c) => c.category), y: cats.map((c) => c.predicted_accuracy_a), marker: {color: "#1f5fbf"}},
       {type: "bar", name: nearest.model.name, x: cats.map((c) => c.category), y: cats.map((c) => c.predicted_accuracy_b), marker: {color: "#b0b7c3"}},

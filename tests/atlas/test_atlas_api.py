@@ -63,10 +63,11 @@ def test_atlas_needs_a_read_key_and_counts_models_without_embedding(
 def test_atlas_page_and_assets_are_served_offline(client: TestClient) -> None:
     page = client.get("/atlas")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
-    assert "/atlas/static/plotly.min.js" in page.text and "http" not in page.text.split("<body>")[0]
-    plotly = client.get("/atlas/static/plotly.min.js")
-    assert plotly.status_code == 200 and len(plotly.content) > 1_000_000
+    assert "/atlas/static/plotly-basic.min.js" in page.text and "http" not in page.text.split("<body>")[0]
+    plotly = client.get("/atlas/static/plotly-basic.min.js")
+    assert plotly.status_code == 200 and plotly.content.startswith(b"/**\n* plotly.js (basic - minified) v")
     assert plotly.headers["content-type"].startswith("text/javascript")
+    assert client.get("/atlas/static/plotly.min.js").status_code == 404  # the full bundle is not served
     assert client.get("/atlas/static/atlas.js").status_code == 200
     missing = client.get("/atlas/static/../app.py")
     assert missing.status_code == 404
