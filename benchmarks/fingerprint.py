@@ -54,13 +54,15 @@ def groups_of(names: list[str], pattern: str) -> list[str]:
 
 
 def judge_endpoint(
-    endpoint: np.ndarray, registered: np.ndarray, tol: Tolerance, nearest: np.ndarray
+    endpoint: np.ndarray, registered: np.ndarray, tol: Tolerance, nearest: np.ndarray, cap: bool = True
 ) -> tuple[str, int | None]:
     """(overall verdict, index of the model a `same` names or None), as the fingerprint service judges:
     per candidate a test on the shared scores (its `same` capped at half its nearest registered
-    neighbour's disagreement), then at most one `same` survives the sign test."""
+    neighbour's disagreement; `cap=False` drops that cap, an ablation the service never runs), then at
+    most one `same` survives the sign test."""
     evs = [shared_evidence(registered[i], endpoint, tol.alpha) for i in range(len(registered))]
-    verdicts = [verdict(ev, tol, candidate_cap(float(nearest[i]))) for i, ev in enumerate(evs)]
+    caps = [candidate_cap(float(nearest[i])) if cap else None for i in range(len(registered))]
+    verdicts = [verdict(ev, tol, caps[i]) for i, ev in enumerate(evs)]
     same = [i for i, v in enumerate(verdicts) if v == "same"]
     if len(same) > 1:
         same.sort(key=lambda i: evs[i].rate)
@@ -75,7 +77,14 @@ def judge_endpoint(
 
 
 def evaluate_source(
-    src: EvalSource, probe: int, seed: int, repeats: int, group_pattern: str, alpha: float, max_same: float
+    src: EvalSource,
+    probe: int,
+    seed: int,
+    repeats: int,
+    group_pattern: str,
+    alpha: float,
+    max_same: float,
+    cap: bool = True,
 ) -> dict[str, Any]:
     rng = np.random.default_rng(seed)
     lab = src.labels
@@ -115,7 +124,7 @@ def evaluate_source(
                 at = rng.choice(probe, size=round(f * probe), replace=False)
                 y[at] = 1.0 - y[at]
                 c = counts[f"{f:.2f}"]
-                v, who = judge_endpoint(y, lab[np.asarray(ms)][:, q], tol_all, near_all)
+                v, who = judge_endpoint(y, lab[np.asarray(ms)][:, q], tol_all, near_all, cap)
                 named = None if who is None else ms[who]
                 if v == "same" and named == a:
                     c["registered_same_right"] += 1
@@ -126,7 +135,7 @@ def evaluate_source(
                 else:
                     c[f"registered_{v}"] += 1
                 c["registered_trials"] += 1
-                v2, who2 = judge_endpoint(y, lab[np.asarray(others)][:, q], tol_wo, near_wo)
+                v2, who2 = judge_endpoint(y, lab[np.asarray(others)][:, q], tol_wo, near_wo, cap)
                 named2 = None if who2 is None else others[who2]
                 if v2 == "same" and groups[named2] == groups[a]:
                     c["unregistered_same_variant"] += 1
@@ -176,6 +185,12 @@ def main(argv: list[str] | None = None) -> None:
         default=r"_(zero|one)_shot$",
         help="regex removed from a model name to find variants of one model (lart's prompt styles)",
     )
+    ap.add_argument(
+        "--no-candidate-cap",
+        dest="cap",
+        action="store_false",
+        help="ablation: drop the per-candidate cap (half the nearest registered neighbour's disagreement)",
+    )
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/fingerprint.json"))
     ap.add_argument("--print", dest="print_only", action="store_true")
     args = ap.parse_args(argv)
@@ -191,7 +206,7 @@ def main(argv: list[str] | None = None) -> None:
     for path in args.data:
         src = load_source(path)
         doc["sources"][src.name] = evaluate_source(
-            src, args.probe, args.seed, args.repeats, args.group_suffix, args.alpha, args.max_same
+            src, args.probe, args.seed, args.repeats, args.group_suffix, args.alpha, args.max_same, args.cap
         )
         write_json(args.out, doc)
         log.info("%s done", src.name)

@@ -13,9 +13,10 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
+import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, Field
@@ -24,13 +25,12 @@ from sklearn.decomposition import PCA
 from sklearn.manifold import TSNE, Isomap
 from threadpoolctl import threadpool_limits
 
-from registry import services
-from registry.schemas import ModelRead, Status
+from registry import repositories as repo
+from registry.schemas import Status
 from registry.services.context import Context
 
 Method = Literal["tsne", "isomap", "pca"]
 MethodChoice = Literal["auto", "tsne", "isomap", "pca"]
-PAGE = 1000
 TSNE_MAX = 300  # `auto` uses t-SNE up to this many models, Isomap above (1,000 models: ~0.6 s vs ~10 s)
 
 
@@ -121,13 +121,11 @@ def cluster(vectors: np.ndarray, seed: int = 0) -> np.ndarray:
     return np.asarray(km.labels_, dtype=np.int64)
 
 
-def _all_models(ctx: Context) -> list[ModelRead]:
-    out: list[ModelRead] = []
-    while True:
-        page = services.list_models(ctx, None, limit=PAGE, offset=len(out))
-        out += page.items
-        if not page.items or len(out) >= page.total:
-            return out
+def _all_models(ctx: Context) -> dict[uuid.UUID, Any]:
+    """Every registered model's shown columns, one plain SQL read (no ORM objects: 1,000 models as
+    `ModelRead`s took 0.6 s, most of a cached map's answer)."""
+    with ctx.session_factory() as s:
+        return {r.id: r for r in repo.model_map_rows(s)}
 
 
 def resolve(method: MethodChoice, n: int) -> Method:
@@ -148,7 +146,7 @@ def layout_of(vectors: np.ndarray, method: Method) -> Layout:
 
 def atlas(ctx: Context, cache: AtlasCache, method: MethodChoice = "auto") -> AtlasRead:
     """Every embedded model on a 2-D map (cached layout) with its current metadata."""
-    models = {m.id: m for m in _all_models(ctx)}
+    models = _all_models(ctx)
     ids, vectors = ctx.index.scan_models(None)
     vectors = np.asarray(vectors, dtype=np.float32).reshape(len(ids), ctx.embedder.embedding_dim)
     order = sorted((str(m), i) for i, m in enumerate(ids) if m in models)  # orphan vectors are skipped
@@ -180,7 +178,7 @@ def atlas(ctx: Context, cache: AtlasCache, method: MethodChoice = "auto") -> Atl
                 output_price=m.output_price,
                 license=m.license,
                 status=m.status,
-                n_evaluations=m.embedding.n_evaluations if m.embedding is not None else 0,
+                n_evaluations=m.n_evaluations or 0,
                 x=float(layout.xy[i, 0]),
                 y=float(layout.xy[i, 1]),
                 cluster=f"c{int(layout.clusters[i]) + 1}",

@@ -182,6 +182,26 @@ def model_summaries(s: Session) -> list[Any]:
     return list(s.execute(stmt))
 
 
+def model_map_rows(s: Session) -> list[Any]:
+    """Every model's columns the atlas shows, without ORM objects: rows of (id, name, provider, family,
+    params_b, context_window, input_price, output_price, license, status, n_evaluations (None: no
+    embedding state))."""
+    stmt = select(
+        ModelRow.id,
+        ModelRow.name,
+        ModelRow.provider,
+        ModelRow.family,
+        ModelRow.params_b,
+        ModelRow.context_window,
+        ModelRow.input_price,
+        ModelRow.output_price,
+        ModelRow.license,
+        ModelRow.status,
+        EmbeddingStateRow.n_evaluations,
+    ).outerjoin(EmbeddingStateRow, EmbeddingStateRow.model_id == ModelRow.id)
+    return list(s.execute(stmt))
+
+
 def existing_model_ids(s: Session, ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
     """Which of these ids are registered models (one query per chunk, ids only)."""
     out: set[uuid.UUID] = set()
