@@ -6,8 +6,9 @@ import datetime as dt
 import tempfile
 import uuid
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Body, Depends, Query
 
@@ -49,6 +50,46 @@ def _check_format(fmt: str) -> None:
 BACKGROUND = Query(description="true: queue an import job and answer 202 with it (GET /v1/jobs/{id})")
 
 
+@dataclass(frozen=True)
+class UploadQuery:
+    """The query parameters of both upload endpoints (`/v1/imports/upload`, `/v1/jobs/imports/upload`),
+    with the repeatable TASK=VALUE ones parsed (a bad one is a 422 naming it)."""
+
+    format: str
+    filename: str
+    model_name: str | None
+    metric: dict[str, str]
+    filter: dict[str, str]
+    benchmark: dict[str, str]
+    key_by: Literal["id", "text"]
+    name: str | None
+
+
+def upload_query(
+    format: Annotated[str, Query(description=f"one of {FORMATS}")],
+    filename: Annotated[str, Query(description="the file's name (a .zip is unpacked: send folders zipped)")],
+    model_name: str | None = None,
+    metric: Annotated[list[str] | None, Query(description="[TASK=]METRIC, repeatable")] = None,
+    filter: Annotated[list[str] | None, Query(description="[TASK=]FILTER, repeatable")] = None,
+    benchmark: Annotated[list[str] | None, Query(description="TASK=NAME, repeatable")] = None,
+    key_by: Annotated[str, Query(pattern="^(id|text)$")] = "id",
+    name: str | None = None,
+) -> UploadQuery:
+    return UploadQuery(
+        format=format,
+        filename=filename,
+        model_name=model_name,
+        metric=_pairs(metric, "metric"),
+        filter=_pairs(filter, "filter"),
+        benchmark=_pairs(benchmark, "benchmark"),
+        key_by="text" if key_by == "text" else "id",
+        name=name,
+    )
+
+
+UploadQueryDep = Annotated[UploadQuery, Depends(upload_query)]
+
+
 @router.post("/imports", responses={202: {"model": JobRead, "description": "queued as a job (background)"}})
 def import_server_path(
     body: ImportRequest,
@@ -84,46 +125,32 @@ def import_upload(
     container: ContainerDep,
     key: AdminAuth,
     data: Annotated[bytes, Body(media_type="application/octet-stream")],
-    format: Annotated[str, Query(description=f"one of {FORMATS}")],
-    filename: Annotated[str, Query(description="the file's name (a .zip is unpacked: send folders zipped)")],
-    model_name: str | None = None,
-    metric: Annotated[list[str] | None, Query(description="[TASK=]METRIC, repeatable")] = None,
-    filter: Annotated[list[str] | None, Query(description="[TASK=]FILTER, repeatable")] = None,
-    benchmark: Annotated[list[str] | None, Query(description="TASK=NAME, repeatable")] = None,
-    key_by: Annotated[str, Query(pattern="^(id|text)$")] = "id",
-    name: str | None = None,
+    q: UploadQueryDep,
     background: Annotated[bool, BACKGROUND] = False,
 ) -> ImportReport:
     """Import an uploaded log (the request body): one file, or a zip of a folder (lm-eval, HELM, ...)."""
     if background:
         from api.routes import jobs as job_routes  # imports this module's helpers
 
-        options = job_routes.import_options(
-            format=format,
-            model_name=model_name,
-            metric=_pairs(metric, "metric"),
-            filter=_pairs(filter, "filter"),
-            benchmark=_pairs(benchmark, "benchmark"),
-            key_by="text" if key_by == "text" else "id",
-            name=name,
-        )
-        job = job_routes.queue_upload_import(container, key, data, filename, options)
+        options = job_routes.import_options(q)
+        job = job_routes.queue_upload_import(container, key, data, q.filename, options)
         return job_routes.accepted_response(job)  # type: ignore[return-value]
-    _check_format(format)
+    _check_format(q.format)
+    filename = q.filename
     if not data:
         raise InvalidInput("empty upload: send the file as the request body")
     safe = PurePosixPath(filename).name
     if not safe or safe in (".", "..") or "\0" in safe or len(safe) > 255:
         raise InvalidInput(f"filename {filename!r} is not a file name")
     req = ImportRequest(
-        format=format,
+        format=q.format,
         path=safe,
-        model_name=model_name,
-        metric=_pairs(metric, "metric"),
-        filter=_pairs(filter, "filter"),
-        benchmark=_pairs(benchmark, "benchmark"),
-        key_by="text" if key_by == "text" else "id",
-        name=name,
+        model_name=q.model_name,
+        metric=q.metric,
+        filter=q.filter,
+        benchmark=q.benchmark,
+        key_by=q.key_by,
+        name=q.name,
     )
     with tempfile.TemporaryDirectory(prefix="locus-import-") as tmp:
         root = Path(tmp)
@@ -137,7 +164,7 @@ def import_upload(
         else:
             target = root / safe
             target.write_bytes(data)
-        batch = load_batch(target, format, _options(req))
+        batch = load_batch(target, q.format, _options(req))
     return services.import_batch(container, batch)
 
 

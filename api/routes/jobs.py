@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import uuid
 from pathlib import Path, PurePosixPath
@@ -13,7 +14,7 @@ from pydantic import ValidationError
 
 from api.deps import AdminAuth, Container, ContainerDep, Limit, Offset, ReadAuth, WriteAuth
 from api.importing import FORMATS
-from api.routes.imports import _pairs, _unzip
+from api.routes.imports import UploadQuery, UploadQueryDep, _unzip
 from registry import jobs
 from registry.errors import InvalidInput
 from registry.schemas import (
@@ -84,34 +85,20 @@ def import_upload_job(
     container: ContainerDep,
     key: AdminAuth,
     data: Annotated[bytes, Body(media_type="application/octet-stream")],
-    format: Annotated[str, Query(description=f"one of {FORMATS}")],
-    filename: Annotated[str, Query(description="the file's name (a .zip is unpacked: send folders zipped)")],
-    model_name: str | None = None,
-    metric: Annotated[list[str] | None, Query(description="[TASK=]METRIC, repeatable")] = None,
-    filter: Annotated[list[str] | None, Query(description="[TASK=]FILTER, repeatable")] = None,
-    benchmark: Annotated[list[str] | None, Query(description="TASK=NAME, repeatable")] = None,
-    key_by: Annotated[str, Query(pattern="^(id|text)$")] = "id",
-    name: str | None = None,
+    q: UploadQueryDep,
     limit_models: Annotated[int | None, Query(ge=0, le=2**31 - 1)] = None,
 ) -> JobRead:
     """Stage an uploaded log (as POST /v1/imports/upload takes it) and import it as a job (202)."""
-    options = import_options(
-        format=format,
-        model_name=model_name,
-        metric=_pairs(metric, "metric"),
-        filter=_pairs(filter, "filter"),
-        benchmark=_pairs(benchmark, "benchmark"),
-        key_by="text" if key_by == "text" else "id",
-        name=name,
-        limit_models=limit_models,
-    )
-    return _accepted(response, queue_upload_import(container, key, data, filename, options))
+    options = import_options(q, limit_models=limit_models)
+    return _accepted(response, queue_upload_import(container, key, data, q.filename, options))
 
 
-def import_options(**fields: Any) -> ImportJobParams:
-    """Import options from query parameters; bad ones are InvalidInput naming them (a 422, not a 500)."""
+def import_options(q: UploadQuery, **extra: Any) -> ImportJobParams:
+    """Import options from the upload's query parameters; bad ones are InvalidInput naming them (a 422,
+    not a 500)."""
+    fields = {k: v for k, v in dataclasses.asdict(q).items() if k != "filename"}
     try:
-        return ImportJobParams(**fields)
+        return ImportJobParams(**fields, **extra)
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
         raise InvalidInput(problems) from None
