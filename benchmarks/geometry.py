@@ -52,6 +52,8 @@ COLUMNS = (
     ("acc_diff_pearson", "accdiff"),
     ("profile_pearson", "profile"),
     ("profile_cal_pearson", "prof-cal"),
+    ("cluster_pearson", "cluster"),
+    ("profile_cluster_pearson", "prof+clu"),
     ("mf_pearson", "MF"),
     ("irt_pearson", "IRT"),
     ("ceiling", "ceil"),
@@ -168,6 +170,8 @@ def summary_lines(doc: dict[str, Any]) -> str:
             out.append(
                 f"  {vname:<10} {pname:<8} r={mean('pearson'):.3f} accdiff={mean('acc_diff_pearson'):.3f} "
                 f"gap={mean('pearson') - mean('acc_diff_pearson'):+.3f} ceiling={mean('ceiling'):.3f} "
+                f"profile={mean('profile_pearson'):.3f} cluster={mean('cluster_pearson'):.3f} "
+                f"prof+clu={mean('profile_cluster_pearson'):.3f} "
                 f"probe-obs={mean('probe_observed_pearson'):.3f} "
                 f"probe-comb={mean('probe_combined_pearson'):.3f} "
                 f"hit1={mean('routing_hit1'):.3f} acc={mean('correctness_acc'):.3f}"

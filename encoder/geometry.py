@@ -13,6 +13,9 @@ model, as users register them), and distances are compared with answer disagreem
   scores, and the two combined (`combined_distance`);
 - `profile_pearson`: the same for the mean |difference| of the predictor's P(correct) of the two
   models on the train questions (a distance read through the predictor, no shared questions needed);
+- `cluster_pearson`: the same for the question-cluster profiles (`encoder.clusters`: accuracy per
+  k-means group of the train questions' encodings, from each model's own sample; no training), and
+  `profile_cluster_pearson` for the mean of that distance and the predictor's profile distance;
 - `nn_agreement`: answer agreement of each model with its nearest neighbour by distance, next to
   `nn_agreement_best`, that of its truly closest model;
 - `same_tpr`: two disjoint K-samples of one model must land closer than samples of distinct models:
@@ -32,6 +35,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+from encoder.clusters import cluster_distance, cluster_profile, group_weights, question_clusters
 from encoder.metrics import disagreement_matrix, pairwise_distances
 
 EvalSet = tuple[np.ndarray, np.ndarray]
@@ -179,12 +183,21 @@ def geometry_report(
     }
     out["pearson"], out["spearman"] = correlations(dist[pairs], target)
     out["acc_diff_pearson"], out["acc_diff_spearman"] = correlations(acc_diff[pairs], target)
+    # question-cluster profiles: groups of the train questions, each model's own sample
+    groups = np.zeros(labels.shape[1], dtype=np.int64)
+    groups[train_q] = question_clusters(phi[train_q])
+    n_groups = int(groups[train_q].max()) + 1 if len(train_q) else 1
+    cp = np.stack([cluster_profile(groups[q], labels[m, q], n_groups) for m, q in enumerate(samples)])
+    cdist = cluster_distance(cp[:, None, :], cp[None, :, :], group_weights(groups[train_q], n_groups))
+    out["cluster_pearson"], out["cluster_spearman"] = correlations(cdist[pairs], target)
     if predict is not None:
         # behaviour profile: predicted P(correct) on the train questions (never test), compared by the
         # mean absolute difference, an expected disagreement that needs no shared questions
         prof = np.asarray(predict(z.astype(np.float32), phi[train_q]), dtype=np.float64).T  # (M, Q)
         pd = np.abs(prof[:, None, :] - prof[None, :, :]).mean(-1)
         out["profile_pearson"], out["profile_spearman"] = correlations(pd[pairs], target)
+        mix = (pd + cdist) / 2.0
+        out["profile_cluster_pearson"], out["profile_cluster_spearman"] = correlations(mix[pairs], target)
         # the same profile, its level set to each model's observed accuracy on its own sample
         cal = calibrate_profiles(prof, samples, labels, train_q)
         cd = np.abs(cal[:, None, :] - cal[None, :, :]).mean(-1)
