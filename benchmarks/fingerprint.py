@@ -33,6 +33,7 @@ from benchmarks._common import provenance, write_json
 from encoder.data import EvalSource, load_source, split_questions
 from registry.decisions.evidence import (
     Tolerance,
+    bounds,
     candidate_cap,
     closer_than,
     distinct_disagreements,
@@ -100,10 +101,18 @@ def evaluate_source(
     keep_models = np.flatnonzero(~constant & (~np.isnan(lab[:, common])).sum(axis=1).astype(bool))
     out: dict[str, Any] = {"models": len(keep_models), "probe": probe, "by_flip": {}}
     counts: dict[str, Counter[str]] = {f"{f:.2f}": Counter() for f in FLIPS}
-    tol_all = tolerance_from_pairs(
-        distinct_disagreements(lab[keep_models][:, split.train]), max_same=max_same, alpha=alpha
-    )
+    distinct = distinct_disagreements(lab[keep_models][:, split.train])
+    tol_all = tolerance_from_pairs(distinct, max_same=max_same, alpha=alpha)
     out["tolerance"] = {"same": tol_all.same, "related": tol_all.related, "floor": tol_all.floor}
+    # what `same` at 5% flips would need: the upper bound with 5% of the probes disagreeing, and how many
+    # distinct registered pairs are closer than that (each a wrong `same` such a tolerance would allow)
+    need = bounds(round(0.05 * probe), probe, alpha)[1]
+    out["same_at_5pct_needs"] = {
+        "tolerance_above": need,
+        "distinct_pairs": len(distinct),
+        "distinct_pairs_below": int((distinct < need).sum()),
+        "closest_distinct_pair": float(distinct.min()) if len(distinct) else None,
+    }
     t0 = time.perf_counter()
     for _ in range(repeats):
         for a in keep_models:

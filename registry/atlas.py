@@ -122,8 +122,8 @@ def cluster(vectors: np.ndarray, seed: int = 0) -> np.ndarray:
 
 
 def _all_models(ctx: Context) -> dict[uuid.UUID, Any]:
-    """Every registered model's shown columns, one plain SQL read (no ORM objects: 1,000 models as
-    `ModelRead`s took 0.6 s, most of a cached map's answer)."""
+    """Every registered model's shown columns, one plain SQL read: building a `ModelRead` (an ORM object
+    with its tags and embedding state) per model was most of a cached map's answer."""
     with ctx.session_factory() as s:
         return {r.id: r for r in repo.model_map_rows(s)}
 

@@ -165,41 +165,33 @@ def question_version(s: Session) -> tuple[int, str]:
     return int(n), str(last)
 
 
-def model_summaries(s: Session) -> list[Any]:
-    """Every model's decision metadata without ORM objects: rows of (id, name, status, provider, params_b,
-    input_price, output_price, license, n_evaluations (None: no embedding state))."""
-    stmt = select(
-        ModelRow.id,
-        ModelRow.name,
-        ModelRow.status,
-        ModelRow.provider,
-        ModelRow.params_b,
-        ModelRow.input_price,
-        ModelRow.output_price,
-        ModelRow.license,
-        EmbeddingStateRow.n_evaluations,
-    ).outerjoin(EmbeddingStateRow, EmbeddingStateRow.model_id == ModelRow.id)
+def _with_n_evaluations(s: Session, *columns: Any) -> list[Any]:
+    """Rows of these model columns for every model, plus its n_evaluations (None: no embedding state),
+    without ORM objects."""
+    stmt = select(*columns, EmbeddingStateRow.n_evaluations).outerjoin(
+        EmbeddingStateRow, EmbeddingStateRow.model_id == ModelRow.id
+    )
     return list(s.execute(stmt))
+
+
+def model_summaries(s: Session) -> list[Any]:
+    """Every model's decision metadata: rows of (id, name, status, provider, params_b, input_price,
+    output_price, license, n_evaluations)."""
+    m = ModelRow
+    return _with_n_evaluations(
+        s, m.id, m.name, m.status, m.provider, m.params_b, m.input_price, m.output_price, m.license
+    )
 
 
 def model_map_rows(s: Session) -> list[Any]:
-    """Every model's columns the atlas shows, without ORM objects: rows of (id, name, provider, family,
-    params_b, context_window, input_price, output_price, license, status, n_evaluations (None: no
-    embedding state))."""
-    stmt = select(
-        ModelRow.id,
-        ModelRow.name,
-        ModelRow.provider,
-        ModelRow.family,
-        ModelRow.params_b,
-        ModelRow.context_window,
-        ModelRow.input_price,
-        ModelRow.output_price,
-        ModelRow.license,
-        ModelRow.status,
-        EmbeddingStateRow.n_evaluations,
-    ).outerjoin(EmbeddingStateRow, EmbeddingStateRow.model_id == ModelRow.id)
-    return list(s.execute(stmt))
+    """Every model's columns the atlas shows: rows of (id, name, provider, family, params_b,
+    context_window, input_price, output_price, license, status, n_evaluations)."""
+    m = ModelRow
+    return _with_n_evaluations(
+        s,
+        *(m.id, m.name, m.provider, m.family, m.params_b, m.context_window),
+        *(m.input_price, m.output_price, m.license, m.status),
+    )
 
 
 def existing_model_ids(s: Session, ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
