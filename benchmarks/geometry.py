@@ -54,6 +54,8 @@ COLUMNS = (
     ("profile_cal_pearson", "prof-cal"),
     ("cluster_pearson", "cluster"),
     ("profile_cluster_pearson", "prof+clu"),
+    ("response_pearson", "response"),
+    ("profile_response_pearson", "prof+resp"),
     ("mf_pearson", "MF"),
     ("irt_pearson", "IRT"),
     ("ceiling", "ceil"),
@@ -172,6 +174,7 @@ def summary_lines(doc: dict[str, Any]) -> str:
                 f"gap={mean('pearson') - mean('acc_diff_pearson'):+.3f} ceiling={mean('ceiling'):.3f} "
                 f"profile={mean('profile_pearson'):.3f} cluster={mean('cluster_pearson'):.3f} "
                 f"prof+clu={mean('profile_cluster_pearson'):.3f} "
+                f"response={mean('response_pearson'):.3f} prof+resp={mean('profile_response_pearson'):.3f} "
                 f"probe-obs={mean('probe_observed_pearson'):.3f} "
                 f"probe-comb={mean('probe_combined_pearson'):.3f} "
                 f"hit1={mean('routing_hit1'):.3f} acc={mean('correctness_acc'):.3f}"

@@ -93,6 +93,7 @@ def evaluate(
             focus=focus,
             extra_vectors=extra if k == routing_k else None,
             predict=emb.predict,
+            groups=np.unique(np.asarray(src.categories), return_inverse=True)[1],
         )
         if k == routing_k:
             rep.update(routing(emb, ts, focus, k, seed))
