@@ -39,6 +39,7 @@ from encoder.data import EvalSource
 from encoder.evaluation import evaluate
 from encoder.inference import LocusEmbedder
 from encoder.train import TrainConfig, TrainSource, prepare_source
+from registry.item_response import response_distances
 
 log = logging.getLogger("benchmarks.geometry")
 
@@ -115,7 +116,9 @@ def run_variant(
         for ts in tss:
             latent = fit_latent(args.baselines, [ts], seed) if args.baselines else {}
             focus = np.flatnonzero(~ts.train_models)
-            per["sources"][ts.source.name] = evaluate(emb, ts, focus, args.ks, seed, latent)
+            per["sources"][ts.source.name] = evaluate(
+                emb, ts, focus, args.ks, seed, latent, response=response_distances
+            )
         res["protocols"]["heldout"] = per
     if "loso" in args.protocols:
         per = {"sources": {}}
@@ -129,7 +132,9 @@ def run_variant(
             )
             target = prepare_source(src, phi, split_seed=seed)
             latent = fit_latent(args.baselines, train_on, seed) if args.baselines else {}
-            entry = evaluate(LocusEmbedder(model), target, None, args.ks, seed, latent)
+            entry = evaluate(
+                LocusEmbedder(model), target, None, args.ks, seed, latent, response=response_distances
+            )
             entry["train"] = {k: v for k, v in info.items() if k != "history"}
             per["sources"][src.name] = entry
         res["protocols"]["loso"] = per
@@ -230,7 +235,9 @@ def main(argv: list[str] | None = None) -> None:
         for src, phi in loaded:
             ts = prepare_source(src, phi, split_seed=args.seed)
             latent = fit_latent(args.baselines, [ts], args.seed) if args.baselines else {}
-            per["sources"][src.name] = evaluate(emb, ts, None, args.ks, args.seed, latent)
+            per["sources"][src.name] = evaluate(
+                emb, ts, None, args.ks, args.seed, latent, response=response_distances
+            )
             write_json(args.out, {**doc, "variants": {"checkpoint": {"protocols": {"given": per}}}})
         doc["variants"]["checkpoint"] = {"protocols": {"given": per}}
     for name in args.variants if args.checkpoint is None else []:

@@ -17,7 +17,7 @@ import numpy as np
 from encoder import metrics
 from encoder.baselines import LatentRouter
 from encoder.data import EvalSource
-from encoder.geometry import geometry_report, own_samples
+from encoder.geometry import ResponseFn, geometry_report, own_samples
 from encoder.inference import LocusEmbedder
 from encoder.train import TrainSource
 
@@ -72,6 +72,7 @@ def evaluate(
     latent: dict[str, LatentRouter],
     *,
     routing_k: int = 128,
+    response: ResponseFn | None = None,
 ) -> dict[str, Any]:
     """Geometry at every K, routing and the baselines at K = `routing_k`, on one source's test questions."""
     src = ts.source
@@ -94,6 +95,7 @@ def evaluate(
             extra_vectors=extra if k == routing_k else None,
             predict=emb.predict,
             groups=np.unique(np.asarray(src.categories), return_inverse=True)[1],
+            response=response,
         )
         if k == routing_k:
             rep.update(routing(emb, ts, focus, k, seed))

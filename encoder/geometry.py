@@ -16,7 +16,7 @@ model, as users register them), and distances are compared with answer disagreem
 - `cluster_pearson`: the same for the question-cluster profiles (`encoder.clusters`: accuracy per
   k-means group of the train questions' encodings, from each model's own sample; no training), and
   `profile_cluster_pearson` for the mean of that distance and the predictor's profile distance;
-- `response_pearson`: the same for the item-response profiles (`encoder.response`: question
+- `response_pearson`: the same for the item-response profiles (`registry.item_response`: question
   difficulties from every model's own sample, each model's ability and per-group offsets from its own;
   no training), `profile_response_pearson` for its mean with the predictor's profile distance, and
   `probe_response_pearson` / `probe_response_combined_pearson` in the probe setting;
@@ -41,10 +41,10 @@ from scipy import stats
 
 from encoder.clusters import cluster_distance, cluster_profile, group_weights, question_clusters
 from encoder.metrics import disagreement_matrix, pairwise_distances
-from encoder.response import coverage, difficulties, fit_profile, pairwise_response_distance, probabilities
 
 EvalSet = tuple[np.ndarray, np.ndarray]
 EmbedFn = Callable[[Sequence[EvalSet]], np.ndarray]
+ResponseFn = Callable[[np.ndarray, list[np.ndarray], np.ndarray, np.ndarray], np.ndarray]
 
 
 def own_samples(
@@ -136,24 +136,6 @@ def tpr_at_fpr(same: np.ndarray, distinct: np.ndarray, max_fpr: float) -> float:
     return float((same < threshold).mean())
 
 
-def response_distances(
-    labels: np.ndarray, samples: list[np.ndarray], groups: np.ndarray, reference: np.ndarray
-) -> np.ndarray:
-    """(M, M) item-response distance (`encoder.response`) between models known by their own samples:
-    question difficulties from all the sampled scores, each model's profile from its sample, compared on
-    the `reference` questions."""
-    n_q = labels.shape[1]
-    sums, counts = np.zeros(n_q), np.zeros(n_q)
-    for m, q in enumerate(samples):
-        np.add.at(sums, q, labels[m, q])
-        np.add.at(counts, q, 1.0)
-    b = difficulties(sums, counts)
-    n_groups = int(groups.max()) + 1 if len(groups) else 1
-    profiles = [fit_profile(b[q], labels[m, q], groups[q], n_groups) for m, q in enumerate(samples)]
-    p = probabilities(profiles, b[reference], groups[reference])
-    return pairwise_response_distance(p, coverage(profiles, groups[reference]))
-
-
 def geometry_report(
     embed: EmbedFn,
     labels: np.ndarray,
@@ -172,6 +154,7 @@ def geometry_report(
     extra_vectors: dict[str, Callable[[list[np.ndarray]], np.ndarray]] | None = None,
     predict: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
     groups: np.ndarray | None = None,
+    response: ResponseFn | None = None,
 ) -> dict[str, Any]:
     """All figures of the module doc for one source at one K. labels (M, Q) with NaN = not scored.
 
@@ -179,8 +162,9 @@ def geometry_report(
     (list of question-index arrays) and returning its (M, E) vectors; their distances are reported
     beside the encoder's. `scale` turns embedding distance into a disagreement rate for the combined
     distance; when None it is fitted on the probe setting's own pairs (train questions only).
-    `groups` (Q,) ints: each question's group (its category) for the item-response profiles; one group
-    when None.
+    `response(labels, samples, groups, reference)`: the (M, M) item-response distances between models known
+    by their own samples (`registry.item_response.response_distances`, passed in: the encoder knows
+    nothing of the registry); `groups` (Q,) ints: each question's category for it, one group when None.
     """
     rng = np.random.default_rng(seed)
     n_models = labels.shape[0]
@@ -218,8 +202,9 @@ def geometry_report(
     out["cluster_pearson"], out["cluster_spearman"] = correlations(cdist[pairs], target)
     # item-response profiles: difficulties from every model's own sample (what a registry holds)
     grp = np.zeros(labels.shape[1], dtype=np.int64) if groups is None else np.asarray(groups, np.int64)
-    rdist = response_distances(labels, samples, grp, train_q)
-    out["response_pearson"], out["response_spearman"] = correlations(rdist[pairs], target)
+    rdist = response(labels, samples, grp, train_q) if response is not None else None
+    if rdist is not None:
+        out["response_pearson"], out["response_spearman"] = correlations(rdist[pairs], target)
     if predict is not None:
         # behaviour profile: predicted P(correct) on the train questions (never test), compared by the
         # mean absolute difference, an expected disagreement that needs no shared questions
@@ -228,8 +213,9 @@ def geometry_report(
         out["profile_pearson"], out["profile_spearman"] = correlations(pd[pairs], target)
         mix = (pd + cdist) / 2.0
         out["profile_cluster_pearson"], out["profile_cluster_spearman"] = correlations(mix[pairs], target)
-        mix = (pd + rdist) / 2.0
-        out["profile_response_pearson"] = correlations(mix[pairs], target)[0]
+        if rdist is not None:
+            mix = (pd + rdist) / 2.0
+            out["profile_response_pearson"] = correlations(mix[pairs], target)[0]
         # the same profile, its level set to each model's observed accuracy on its own sample
         cal = calibrate_profiles(prof, samples, labels, train_q)
         cd = np.abs(cal[:, None, :] - cal[None, :, :]).mean(-1)
@@ -303,8 +289,9 @@ def geometry_report(
             for n0 in (4.0, 16.0, 64.0):
                 c = combined_distance(pdist, obs_rate, obs_shared.astype(np.float64), scale=1.0, prior=n0)
                 out[f"probe_profile_combined_pearson_prior{int(n0)}"] = correlations(c[pairs], target)[0]
-        rp = response_distances(labels, [pq] * n_models, grp, train_q)
-        out["probe_response_pearson"] = correlations(rp[pairs], target)[0]
-        c = combined_distance(rp, obs_rate, obs_shared.astype(np.float64), scale=1.0, prior=4.0)
-        out["probe_response_combined_pearson"] = correlations(c[pairs], target)[0]
+        if response is not None:
+            rp = response(labels, [pq] * n_models, grp, train_q)
+            out["probe_response_pearson"] = correlations(rp[pairs], target)[0]
+            c = combined_distance(rp, obs_rate, obs_shared.astype(np.float64), scale=1.0, prior=4.0)
+            out["probe_response_combined_pearson"] = correlations(c[pairs], target)[0]
     return out

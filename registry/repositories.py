@@ -386,6 +386,30 @@ def model_scores_on(
     return dict(out)
 
 
+def question_score_totals(
+    s: Session, question_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, tuple[float, int, str | None, str | None]]:
+    """Per question: the sum and the number of every model's scores on it, its benchmark and category
+    (what an item-response profile reads; see `registry.services.response`)."""
+    out: dict[uuid.UUID, tuple[float, int, str | None, str | None]] = {}
+    for part in chunks(list(question_ids), 1000):
+        stmt = (
+            select(
+                QuestionRow.id,
+                func.coalesce(func.sum(EvaluationRow.score), 0.0),
+                func.count(EvaluationRow.score),
+                QuestionRow.benchmark,
+                QuestionRow.category,
+            )
+            .outerjoin(EvaluationRow, EvaluationRow.question_id == QuestionRow.id)
+            .where(QuestionRow.id.in_(part))
+            .group_by(QuestionRow.id, QuestionRow.benchmark, QuestionRow.category)
+        )
+        for qid, total, n, benchmark, category in s.execute(stmt):
+            out[qid] = (float(total), int(n), benchmark, category)
+    return out
+
+
 def model_question_ids(
     s: Session, model_id: uuid.UUID, flt: EvaluationFilter | None = None
 ) -> list[uuid.UUID]:

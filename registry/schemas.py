@@ -365,11 +365,18 @@ class SimilarModel(BaseModel):
         description="mean |difference| of the two models' predicted P(correct) on reference questions "
         "(the model's own): an expected disagreement rate that needs no shared questions",
     )
+    response_distance: float | None = Field(
+        default=None,
+        description="item-response distance: expected disagreement from each question's difficulty "
+        "(all registered models' scores), each model's ability and per-category strength (its own "
+        "scores), on this model's evidence questions in the categories both were scored in; needs no "
+        "shared questions and no training",
+    )
     behaviour_distance: float | None = Field(
         default=None,
-        description="estimated answer-disagreement rate: profile_distance (worth `prior_questions` "
-        "questions) and the observed disagreement on shared questions, weighted by their number; results "
-        "are ranked by it",
+        description="estimated answer-disagreement rate: response_distance (profile_distance where a "
+        "model has no scores), worth `prior_questions` questions, and the observed disagreement on "
+        "shared questions, weighted by their number; results are ranked by it",
     )
 
 

@@ -1,5 +1,8 @@
 """Item-response profiles: how differently two models answer, read from scores alone, no training.
 
+Pure numpy: `registry.services.response` applies it to what the registry stores, and the geometry
+benchmark (`benchmarks/geometry.py`, through `encoder.geometry.geometry_report(response=...)`) measures it.
+
 A registry holds many models' scores on the same questions, so it knows how hard each question is. A
 model's chance of answering question q is modelled as
 
@@ -117,3 +120,21 @@ def response_distance(pa: np.ndarray, cov_a: np.ndarray, pb: np.ndarray, cov_b: 
 def pairwise_response_distance(p: np.ndarray, cov: np.ndarray) -> np.ndarray:
     """(M, M) `response_distance` between every two of M models (p, cov: (M, R))."""
     return np.stack([response_distance(p[i], cov[i], p, cov) for i in range(len(p))])
+
+
+def response_distances(
+    labels: np.ndarray, samples: list[np.ndarray], groups: np.ndarray, reference: np.ndarray
+) -> np.ndarray:
+    """(M, M) item-response distance (`encoder.response`) between models known by their own samples:
+    question difficulties from all the sampled scores, each model's profile from its sample, compared on
+    the `reference` questions."""
+    n_q = labels.shape[1]
+    sums, counts = np.zeros(n_q), np.zeros(n_q)
+    for m, q in enumerate(samples):
+        np.add.at(sums, q, labels[m, q])
+        np.add.at(counts, q, 1.0)
+    b = difficulties(sums, counts)
+    n_groups = int(groups.max()) + 1 if len(groups) else 1
+    profiles = [fit_profile(b[q], labels[m, q], groups[q], n_groups) for m, q in enumerate(samples)]
+    p = probabilities(profiles, b[reference], groups[reference])
+    return pairwise_response_distance(p, coverage(profiles, groups[reference]))

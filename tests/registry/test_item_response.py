@@ -5,16 +5,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from encoder.geometry import correlations, geometry_report, own_samples, response_distances
+from encoder.geometry import correlations, geometry_report, own_samples
 from encoder.metrics import disagreement_matrix
-from encoder.response import (
+from encoder.simulate import PoolSpec, simulate_pool
+from registry.item_response import (
     coverage,
     difficulties,
     fit_profile,
     probabilities,
     response_distance,
+    response_distances,
 )
-from encoder.simulate import PoolSpec, simulate_pool
 
 
 def test_difficulty_is_shrunk_to_one_half_and_orders_questions() -> None:
@@ -106,5 +107,6 @@ def test_geometry_report_carries_the_response_distance() -> None:
         k=64,
         seed=0,
         groups=np.asarray(pool.categories, dtype=np.int64),
+        response=response_distances,
     )
     assert -1.0 <= rep["response_pearson"] <= 1.0

@@ -1,0 +1,104 @@
+"""`similar`'s per-process cache of behaviour inputs (see `registry.services.similarity`): per model its
+scores, reference questions, embedding and fitted item-response profile, and the score totals of the
+questions in play, valid for one key (encoder fingerprint and registry version)."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+import weakref
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from registry.services import response
+from registry.services.context import Context
+
+
+@dataclass
+class Reference:
+    """A model's evidence questions (a seeded sample of its own, sorted by id), its scores on them, and
+    the reference questions of its profile with their encodings."""
+
+    qids: list[uuid.UUID]
+    scores: np.ndarray  # (len(qids),) float64: the model's own score on each
+    ref: list[uuid.UUID]
+    phi: np.ndarray  # (len(ref), query_dim)
+    qidx: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # cache question numbers
+
+
+@dataclass
+class Scores:
+    """A model's scores as arrays: cache question numbers (ascending) and the scores in that order, and
+    the same in question-id order (`uidx`, `uscores`: the order SQL returns, which fits sum in)."""
+
+    qidx: np.ndarray  # (n,) int64
+    scores: np.ndarray  # (n,) float64
+    uidx: np.ndarray  # (n,) int64
+    uscores: np.ndarray  # (n,) float64
+
+
+@dataclass
+class BehaviourCache:
+    """One process's cached behaviour inputs for one registry: per model its scores and reference,
+    valid for one `key` (fingerprint and registry version); least recently used models are dropped
+    beyond `max_models`. Question ids are numbered once per key so that lookups are array work."""
+
+    max_models: int = 20_000
+    key: tuple[object, ...] | None = None
+    generation: int = 0
+    qindex: dict[uuid.UUID, int] = field(default_factory=dict)
+    qlist: list[uuid.UUID] = field(default_factory=list)  # question id of each cache question number
+    items: dict[uuid.UUID, tuple[float, int, str | None, str | None]] = field(default_factory=dict)
+    responses: OrderedDict[uuid.UUID, response.FittedResponse] = field(default_factory=OrderedDict)
+    scores: OrderedDict[uuid.UUID, Scores] = field(default_factory=OrderedDict)
+    refs: OrderedDict[uuid.UUID, Reference] = field(default_factory=OrderedDict)
+    vectors: OrderedDict[uuid.UUID, np.ndarray] = field(default_factory=OrderedDict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def reset(self, key: tuple[object, ...]) -> None:
+        self.key = key
+        self.generation += 1
+        self.qindex.clear()
+        self.qlist.clear()
+        self.items.clear()
+        self.responses.clear()
+        self.scores.clear()
+        self.refs.clear()
+        self.vectors.clear()
+
+    def store(self, model_id: uuid.UUID, pairs: list[tuple[uuid.UUID, float]]) -> Scores:
+        idx = np.empty(len(pairs), np.int64)
+        for i, (q, _) in enumerate(pairs):
+            j = self.qindex.get(q)
+            if j is None:
+                j = self.qindex[q] = len(self.qlist)
+                self.qlist.append(q)
+            idx[i] = j
+        vals = np.fromiter((y for _, y in pairs), np.float64, len(pairs))
+        order = np.argsort(idx, kind="stable")
+        entry = self.scores[model_id] = Scores(idx[order], vals[order], idx, vals)
+        return entry
+
+    def touch(self, ids: list[uuid.UUID]) -> None:
+        for store in (self.scores, self.refs, self.vectors, self.responses):
+            for m in ids:
+                if m in store:
+                    store.move_to_end(m)
+            while len(store) > self.max_models:
+                store.popitem(last=False)
+
+
+# Keyed on the index object (one per container), so two registries in one process never share entries.
+_CACHES: weakref.WeakKeyDictionary[object, BehaviourCache] = weakref.WeakKeyDictionary()
+_CACHES_LOCK = threading.Lock()
+
+
+def cache_of(ctx: Context) -> BehaviourCache:
+    """This registry's behaviour cache in this process."""
+    with _CACHES_LOCK:
+        cache = _CACHES.get(ctx.index)
+        if cache is None:
+            cache = _CACHES[ctx.index] = BehaviourCache()
+        return cache
