@@ -63,6 +63,8 @@ COLUMNS = (
     ("probe_observed_pearson", "probe-obs"),
     ("probe_combined_pearson", "probe-comb"),
     ("nn_agreement", "NN"),
+    ("nn_agreement_response", "NN-resp"),
+    ("nn_agreement_response_retrieved", "NN-2stage"),
     ("nn_agreement_best", "NN*"),
     ("same_tpr", "TPR"),
     ("routing_hit1", "hit1"),

@@ -21,7 +21,9 @@ model, as users register them), and distances are compared with answer disagreem
   no training), `profile_response_pearson` for its mean with the predictor's profile distance, and
   `probe_response_pearson` / `probe_response_combined_pearson` in the probe setting;
 - `nn_agreement`: answer agreement of each model with its nearest neighbour by distance, next to
-  `nn_agreement_best`, that of its truly closest model;
+  `nn_agreement_best`, that of its truly closest model; `nn_agreement_response` with the nearest by
+  response distance, and `nn_agreement_response_retrieved` with the nearest by response distance among
+  the `retrieve` nearest by embedding distance (what `similar` does: vector search, then re-rank);
 - `same_tpr`: two disjoint K-samples of one model must land closer than samples of distinct models:
   share of same-model pairs below the distance that keeps FPR <= `max_fpr` on distinct pairs.
 
@@ -155,6 +157,7 @@ def geometry_report(
     predict: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
     groups: np.ndarray | None = None,
     response: ResponseFn | None = None,
+    retrieve: int = 30,
 ) -> dict[str, Any]:
     """All figures of the module doc for one source at one K. labels (M, Q) with NaN = not scored.
 
@@ -237,6 +240,13 @@ def geometry_report(
         float((1.0 - rate[rows, d_nn[rows].argmin(axis=1)]).mean()) if len(rows) else math.nan
     )
     out["nn_agreement_best"] = float((1.0 - r_nn[rows].min(axis=1)).mean()) if len(rows) else math.nan
+    if rdist is not None and len(rows):
+        # `similar`'s two stages: the `retrieve` nearest by embedding, re-ranked by response distance
+        d_r = np.where(np.isfinite(d_nn), rdist, np.inf)
+        out["nn_agreement_response"] = float((1.0 - rate[rows, d_r[rows].argmin(axis=1)]).mean())
+        top = np.argsort(d_nn[rows], axis=1)[:, :retrieve]
+        pick = top[np.arange(len(rows)), np.take_along_axis(d_r[rows], top, axis=1).argmin(axis=1)]
+        out["nn_agreement_response_retrieved"] = float((1.0 - rate[rows, pick]).mean())
 
     # same-model TPR from two disjoint K-samples
     twice = [
