@@ -142,21 +142,26 @@ def count_models(s: Session) -> int:
 def registry_version(s: Session) -> tuple[int, int, str]:
     """Changes on every write that changes scores: (models, sum of embedded evaluation counts, latest
     embedding time). Caches of data-derived results key on it, so every process sees the same state."""
-    n, total, last = s.execute(
-        select(
-            func.count(EmbeddingStateRow.model_id),
-            func.coalesce(func.sum(EmbeddingStateRow.n_evaluations), 0),
-            func.max(EmbeddingStateRow.updated_at),
-        )
-    ).one()
-    return count_models(s) * 1_000_003 + int(n), int(total), str(last)
+    n, total, last, _ = metadata_version(s)
+    return n, total, last
 
 
 def metadata_version(s: Session) -> tuple[int, int, str, str]:
     """`registry_version` plus the latest change of a model's columns (`models.updated_at`): caches that
-    hold model metadata (status, prices, parameters) key on it. Tag edits alone do not change it."""
-    latest = s.scalar(select(func.max(ModelRow.updated_at)))
-    return (*registry_version(s), str(latest))
+    hold model metadata (status, prices, parameters) key on it. Tag edits alone do not change it.
+    One statement, one round trip: it is read by every cached request."""
+    models = select(func.count(ModelRow.id)).scalar_subquery()
+    latest_model = select(func.max(ModelRow.updated_at)).scalar_subquery()
+    n_models, n, total, last, latest = s.execute(
+        select(
+            models,
+            func.count(EmbeddingStateRow.model_id),
+            func.coalesce(func.sum(EmbeddingStateRow.n_evaluations), 0),
+            func.max(EmbeddingStateRow.updated_at),
+            latest_model,
+        )
+    ).one()
+    return int(n_models) * 1_000_003 + int(n), int(total), str(last), str(latest)
 
 
 def question_version(s: Session) -> tuple[int, str]:
