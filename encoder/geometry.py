@@ -197,11 +197,11 @@ def geometry_report(
     out["pearson"], out["spearman"] = correlations(dist[pairs], target)
     out["acc_diff_pearson"], out["acc_diff_spearman"] = correlations(acc_diff[pairs], target)
     # question-cluster profiles: groups of the train questions, each model's own sample
-    groups = np.zeros(labels.shape[1], dtype=np.int64)
-    groups[train_q] = question_clusters(phi[train_q])
-    n_groups = int(groups[train_q].max()) + 1 if len(train_q) else 1
-    cp = np.stack([cluster_profile(groups[q], labels[m, q], n_groups) for m, q in enumerate(samples)])
-    cdist = cluster_distance(cp[:, None, :], cp[None, :, :], group_weights(groups[train_q], n_groups))
+    clusters = np.zeros(labels.shape[1], dtype=np.int64)
+    clusters[train_q] = question_clusters(phi[train_q])
+    n_clu = int(clusters[train_q].max()) + 1 if len(train_q) else 1
+    cp = np.stack([cluster_profile(clusters[q], labels[m, q], n_clu) for m, q in enumerate(samples)])
+    cdist = cluster_distance(cp[:, None, :], cp[None, :, :], group_weights(clusters[train_q], n_clu))
     out["cluster_pearson"], out["cluster_spearman"] = correlations(cdist[pairs], target)
     # item-response profiles: difficulties from every model's own sample (what a registry holds)
     grp = np.zeros(labels.shape[1], dtype=np.int64) if groups is None else np.asarray(groups, np.int64)
