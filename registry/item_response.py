@@ -34,12 +34,14 @@ import numpy as np
 ITEM_PRIOR = 2.0  # pseudo-answers at 1/2, per question
 ABILITY_RIDGE = 0.05  # ridge on a model's ability (logit units)
 GROUP_PRIOR = 1.0  # information units shrinking a group offset to zero
-_NEWTON_STEPS = 25
+_NEWTON_STEPS = 60
+_MAX_STEP = 2.0  # logit units per Newton step: where P(correct) is ~0 or ~1 the curvature is ~0 and a
+# full step would overshoot and oscillate (a model right on every very hard question)
 _EPS = 1e-3
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return np.asarray(1.0 / (1.0 + np.exp(-x)))
+    return np.asarray(1.0 / (1.0 + np.exp(-np.clip(x, -60.0, 60.0))))
 
 
 def difficulties(sums: np.ndarray, counts: np.ndarray) -> np.ndarray:
@@ -73,7 +75,7 @@ def fit_profile(
         p = _sigmoid(theta - b)
         grad = float((y - p).sum()) - ABILITY_RIDGE * theta
         hess = float((p * (1 - p)).sum()) + ABILITY_RIDGE
-        step = grad / hess
+        step = float(np.clip(grad / hess, -_MAX_STEP, _MAX_STEP))
         theta += step
         if abs(step) < 1e-8:
             break

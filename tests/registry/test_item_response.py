@@ -37,6 +37,18 @@ def test_ability_accounts_for_the_difficulty_of_the_questions_drawn() -> None:
     assert empty.ability == 0.0 and not empty.covered.any()
 
 
+def test_ability_converges_where_every_question_is_far_too_hard_or_too_easy() -> None:
+    """Regression: undamped Newton steps oscillated (to |ability| ~ 1e4, overflowing exp) for a model
+    right on every question that almost no model answers."""
+    g = np.zeros(1024, dtype=np.int64)
+    for b, y in ((np.full(1024, 7.0), np.ones(1024)), (np.full(1024, -7.0), np.zeros(1024))):
+        prof = fit_profile(b, y, g, 1)
+        p = 1.0 / (1.0 + np.exp(-(prof.ability - b)))
+        grad = float((y - p).sum()) - 0.05 * prof.ability  # ABILITY_RIDGE: at the optimum, zero
+        assert abs(prof.ability) < 60 and abs(grad) < 1e-6
+        assert (prof.ability > 7.0) == bool(y[0])
+
+
 def test_same_accuracy_different_groups_are_far_apart_and_samples_of_one_model_close() -> None:
     """Planted: model A right on group 0 only, model B on group 1 only (same accuracy). |acc diff| is 0;
     the response distance, from different random samples, separates them and keeps A's samples close."""
