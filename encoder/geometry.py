@@ -18,7 +18,8 @@ model, as users register them), and distances are compared with answer disagreem
   `profile_cluster_pearson` for the mean of that distance and the predictor's profile distance;
 - `response_pearson`: the same for the item-response profiles (`registry.item_response`: question
   difficulties from every model's own sample, each model's ability and per-group offsets from its own;
-  no training), `profile_response_pearson` for its mean with the predictor's profile distance, and
+  no training; `response_one_group_pearson` with every question in one group),
+  `profile_response_pearson` for its mean with the predictor's profile distance, and
   `probe_response_pearson` / `probe_response_combined_pearson` in the probe setting;
 - `nn_agreement`: answer agreement of each model with its nearest neighbour by distance, next to
   `nn_agreement_best`, that of its truly closest model; `nn_agreement_response` with the nearest by
@@ -208,6 +209,9 @@ def geometry_report(
     rdist = response(labels, samples, grp, train_q) if response is not None else None
     if rdist is not None:
         out["response_pearson"], out["response_spearman"] = correlations(rdist[pairs], target)
+        if response is not None and groups is not None:  # what the categories buy: all in one group
+            one = response(labels, samples, np.zeros_like(grp), train_q)
+            out["response_one_group_pearson"] = correlations(one[pairs], target)[0]
     if predict is not None:
         # behaviour profile: predicted P(correct) on the train questions (never test), compared by the
         # mean absolute difference, an expected disagreement that needs no shared questions
