@@ -129,7 +129,7 @@ class FallbackRead(BaseModel):
     predicted_agreement: float | None = Field(description="share of reference queries answered alike")
     behaviour_distance: float | None = Field(
         default=None,
-        description="what fallbacks are ranked by (rank_by=behaviour): the predicted profile distance "
+        description="what fallbacks are ranked by (rank_by=behaviour): the item-response distance "
         "combined with the observed disagreement on shared questions, as `similar` ranks",
     )
     shared_questions: int | None = Field(default=None, description="questions both models were scored on")

@@ -249,7 +249,7 @@ def similar_models(
     """The k models nearest to this one (itself excluded) that satisfy the filter.
 
     `behaviour` (default): the max(3k, 30) nearest by vector search, re-ranked by behaviour distance:
-    predicted-profile distance and the observed disagreement on shared questions
+    item-response distance and the observed disagreement on shared questions
     (`registry.services.similarity`). `provenance`: on evaluations of that provenance only
     (`registry.services.provenance`).
     """
