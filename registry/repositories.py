@@ -6,6 +6,7 @@ import datetime as dt
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from sqlalchemy import ColumnElement, Select, delete, exists, func, insert, select
@@ -197,6 +198,80 @@ def model_map_rows(s: Session) -> list[Any]:
         *(m.id, m.name, m.provider, m.family, m.params_b, m.context_window),
         *(m.input_price, m.output_price, m.license, m.status),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class EmbeddingRecord:
+    fingerprint: str
+    n_evaluations: int
+    updated_at: dt.datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ModelRecord:
+    """A model's columns, tags and embedding state read with plain SQL (no ORM object): what
+    `services.common.to_model_read` needs, for the hot read paths."""
+
+    id: uuid.UUID
+    name: str
+    provider: str | None
+    family: str | None
+    base_model: str | None
+    params_b: float | None
+    context_window: int | None
+    input_price: float | None
+    output_price: float | None
+    license: str | None
+    status: str
+    meta: dict[str, Any]
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    tags: list[str]
+    embedding: EmbeddingRecord | None
+
+
+def model_records(s: Session, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, ModelRecord]:
+    """`ModelRecord`s of these ids that are registered models: two statements per chunk (columns with
+    embedding state, then tags), the same values an ORM load gives."""
+    m, e = ModelRow, EmbeddingStateRow
+    out: dict[uuid.UUID, ModelRecord] = {}
+    for part in chunks(list(ids)):
+        tags: dict[uuid.UUID, list[str]] = defaultdict(list)
+        stmt = select(ModelTagRow.model_id, ModelTagRow.tag).where(ModelTagRow.model_id.in_(part))
+        for mid, tag in s.execute(stmt.order_by(ModelTagRow.tag)):
+            tags[mid].append(tag)
+        stmt2 = (
+            select(
+                *(m.id, m.name, m.provider, m.family, m.base_model, m.params_b, m.context_window),
+                *(m.input_price, m.output_price, m.license, m.status, m.meta, m.created_at, m.updated_at),
+                e.fingerprint,
+                e.n_evaluations,
+                e.updated_at,
+            )
+            .outerjoin(e, e.model_id == m.id)
+            .where(m.id.in_(part))
+        )
+        for r in s.execute(stmt2):
+            emb = None if r[15] is None else EmbeddingRecord(r[14], r[15], r[16])
+            out[r[0]] = ModelRecord(
+                id=r[0],
+                name=r[1],
+                provider=r[2],
+                family=r[3],
+                base_model=r[4],
+                params_b=r[5],
+                context_window=r[6],
+                input_price=r[7],
+                output_price=r[8],
+                license=r[9],
+                status=r[10],
+                meta=dict(r[11] or {}),
+                created_at=r[12],
+                updated_at=r[13],
+                tags=tags.get(r[0], []),
+                embedding=emb,
+            )
+    return out
 
 
 def existing_model_ids(s: Session, ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:

@@ -64,7 +64,7 @@ def settle_with(n_evaluations: int) -> str | None:
     )
 
 
-def to_model_read(row: ModelRow, vector: np.ndarray | None = None) -> ModelRead:
+def to_model_read(row: ModelRow | repo.ModelRecord, vector: np.ndarray | None = None) -> ModelRead:
     emb = None
     if row.embedding is not None:
         more = settle_with(row.embedding.n_evaluations)

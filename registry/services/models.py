@@ -231,7 +231,7 @@ def nearest_to_vector(
     """The k registered models nearest to an embedding, with Euclidean distances."""
     hits = ctx.index.search_models(vector, k, flt)
     with ctx.session_factory() as s:
-        rows = repo.get_models(s, [h.id for h in hits])
+        rows = repo.model_records(s, [h.id for h in hits])
         # An id missing from SQL is an orphan vector left by a failed delete: skip it.
         return [
             SimilarModel(model=to_model_read(rows[h.id]), distance=h.distance) for h in hits if h.id in rows

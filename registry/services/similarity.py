@@ -233,18 +233,12 @@ def nearest_by_behaviour(
     ctx: Context, model_id: uuid.UUID, vector: np.ndarray, k: int, flt: ModelFilter
 ) -> tuple[list[SimilarModel], int]:
     """`similar` ranked by behaviour: the max(3k, 30) nearest by vector search that are registered
-    (orphan vectors skipped), re-ranked as `rerank` does; rows are read only for the k returned."""
+    (orphan vectors skipped), re-ranked as `rerank` does."""
     hits = ctx.index.search_models(vector, max(3 * k, 30), flt)
     with ctx.session_factory() as s:
-        present = repo.existing_model_ids(s, [h.id for h in hits])
-    ranked, n_ref = _rank(ctx, model_id, [(h.id, h.distance) for h in hits if h.id in present], k)
-    with ctx.session_factory() as s:
-        rows = repo.get_models(s, [m for m, _, _ in ranked])
-        items = [
-            SimilarModel(model=to_model_read(rows[m]), distance=d, **evidence)
-            for m, d, evidence in ranked
-            if m in rows  # deleted since the search: skipped, as an orphan vector is
-        ]
+        rows = repo.model_records(s, [h.id for h in hits])  # plain SQL: an orphan vector has none
+    ranked, n_ref = _rank(ctx, model_id, [(h.id, h.distance) for h in hits if h.id in rows], k)
+    items = [SimilarModel(model=to_model_read(rows[m]), distance=d, **evidence) for m, d, evidence in ranked]
     return items, n_ref
 
 
