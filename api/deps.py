@@ -53,7 +53,12 @@ class Container(Context):
 
 
 def get_container(request: Request) -> Container:
-    """The container built in the app's lifespan, bound to the encoder in service for this request."""
+    """The container built in the app's lifespan, bound to the encoder in service for this request.
+
+    A plain `def`: resolving it may read SQL and load an encoder (after a switch), which must not block
+    the event loop. Dependencies that do no I/O (`model_filter`, `reject_unknown_query`,
+    `provenance_filter`) are `async def`, so FastAPI runs them on the loop instead of one thread-pool
+    hop each per request."""
     container: Container = request.app.state.container
     bound = container.current()
     request.state.encoder = f"{bound.embedder.fingerprint}/g{getattr(bound.index, 'generation', 0)}"
@@ -85,7 +90,7 @@ WriteAuth = Annotated[ApiKeyRead | None, Depends(require("write"))]
 AdminAuth = Annotated[ApiKeyRead | None, Depends(require("admin"))]
 
 
-def model_filter(
+async def model_filter(
     status: Annotated[list[Status] | None, Query(description="any of these statuses")] = None,
     provider: Annotated[list[Label] | None, Query(description="any of these providers")] = None,
     family: Annotated[list[Label] | None, Query()] = None,
@@ -128,7 +133,7 @@ def _query_names(dependant: Dependant) -> set[str]:
     return names
 
 
-def reject_unknown_query(request: Request) -> None:
+async def reject_unknown_query(request: Request) -> None:
     """Refuse query parameters the route does not declare, as bodies refuse unknown fields: an ignored
     `?providr=acme` would silently answer for every provider."""
     if not request.query_params:

@@ -219,7 +219,7 @@ def model_provenance(model_id: uuid.UUID, container: ContainerDep, _: ReadAuth) 
     return services.model_provenance(container, model_id)
 
 
-def provenance_filter(
+async def provenance_filter(
     tool: Annotated[list[str] | None, Query(description="any of these tools (lm-eval, inspect, ...)")] = None,
     task: Annotated[list[str] | None, Query(description="any of these tasks")] = None,
     source_id: Annotated[list[uuid.UUID] | None, Query(description="any of these provenance records")] = None,
