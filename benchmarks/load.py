@@ -380,9 +380,47 @@ def profile(n_models: int, calls: int, top: int = 15) -> dict[str, Any]:
                     f"{text.getvalue()}",
                     flush=True,
                 )
+            out["similar_http"] = http_overhead(container, settings, _key, picks, calls)
+            print(f"profile similar through the ASGI app: {out['similar_http']}", flush=True)
         finally:
             container.close()
     return out
+
+
+def http_overhead(
+    container: Any, settings: Any, key: str, picks: list[uuid.UUID], calls: int
+) -> dict[str, Any]:
+    """The same `similar` calls one at a time as service calls and as requests through the whole ASGI app
+    (middleware, auth, dependencies, validation, JSON; no socket): what the HTTP stack adds per request."""
+    from api.app import create_app
+    from registry import services
+
+    app = create_app(settings, container=container)
+    base = 2 * calls + 10  # models the cProfile rounds did not touch: caches as cold for both
+    started = time.perf_counter()
+    for n in range(calls):
+        services.similar_models(container, picks[base + n], 10)
+    service_ms = (time.perf_counter() - started) / calls * 1000
+
+    async def requests() -> float:
+        transport = httpx.ASGITransport(app=app)
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(transport=transport, base_url="http://t") as c,
+        ):
+            began = time.perf_counter()
+            for n in range(calls):
+                r = await c.get(f"/v1/models/{picks[base + calls + n]}/similar?k=10", headers=_auth(key))
+                r.raise_for_status()
+            return (time.perf_counter() - began) / calls * 1000
+
+    http_ms = asyncio.run(requests())
+    return {
+        "calls": calls,
+        "service_ms": service_ms,
+        "asgi_ms": http_ms,
+        "http_stack_ms": http_ms - service_ms,
+    }
 
 
 def _auth(key: str) -> dict[str, str]:
