@@ -67,6 +67,7 @@ COLUMNS = (
     ("nn_agreement_response_retrieved", "NN-2stage"),
     ("nn_agreement_best", "NN*"),
     ("same_tpr", "TPR"),
+    ("same_tpr_response", "TPR-resp"),
     ("routing_hit1", "hit1"),
     ("best_single_hit1", "best1"),
     ("correctness_acc", "acc"),

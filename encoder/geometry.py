@@ -26,7 +26,8 @@ model, as users register them), and distances are compared with answer disagreem
   response distance, and `nn_agreement_response_retrieved` with the nearest by response distance among
   the `retrieve` nearest by embedding distance (what `similar` does: vector search, then re-rank);
 - `same_tpr`: two disjoint K-samples of one model must land closer than samples of distinct models:
-  share of same-model pairs below the distance that keeps FPR <= `max_fpr` on distinct pairs.
+  share of same-model pairs below the distance that keeps FPR <= `max_fpr` on distinct pairs
+  (`same_tpr_response` for the response distance on the same samples).
 
 Pairs are restricted to those involving at least one model of `focus` (e.g. held-out models) and
 sharing at least `min_shared` test questions. Pure numpy: `embed` is any function from sets of
@@ -272,6 +273,12 @@ def geometry_report(
         distinct = cross[~np.eye(len(twice), dtype=bool)]
         out["same_tpr"] = tpr_at_fpr(same, distinct, max_fpr)
         out["same_pairs"], out["distinct_pairs"] = len(same), len(distinct)
+        if response is not None:  # the same two samples per model, as 2T models of one registry
+            rows = np.asarray([*twice, *twice])
+            both = response(labels[rows], [*first, *second], grp, train_q)
+            rc = both[: len(twice), len(twice) :]
+            off = ~np.eye(len(twice), dtype=bool)
+            out["same_tpr_response"] = tpr_at_fpr(np.diag(rc), rc[off], max_fpr)
     else:
         out["same_tpr"], out["same_pairs"], out["distinct_pairs"] = math.nan, 0, 0
 
