@@ -60,6 +60,13 @@ def _sample(ids: list[T], n: int, seed: int) -> list[T]:
     return [ids[i] for i in np.sort(pick)]
 
 
+def _evidence_sample(model_id: uuid.UUID, n: int) -> np.ndarray:
+    """Positions (ascending) of the at most `MAX_EVIDENCE` of a model's n scores, in question-id order,
+    that its item-response profile is fitted on: the same seeded draw as its evidence questions, so a
+    model with thousands of scores costs a bounded fit and bounded question totals."""
+    return np.asarray(_sample(list(range(n)), MAX_EVIDENCE, model_id.int % 2**32), dtype=np.int64)
+
+
 def _reference(
     ctx: Context,
     s: Session,
@@ -102,7 +109,10 @@ def _evidence_uncached(
             lambda qs: repo.model_scores_on(s, [model_id], qs, flt).get(model_id, {}),
         )
         got = repo.model_scores_on(s, others, reference.qids, flt)
-        own = repo.model_scores(s, [model_id, *others], flt)
+        own = {
+            m: [pairs[i] for i in _evidence_sample(m, len(pairs))]
+            for m, pairs in repo.model_scores(s, [model_id, *others], flt).items()
+        }
         stats = repo.question_score_totals(
             s, list({*reference.qids, *(q for pairs in own.values() for q, _ in pairs)})
         )
@@ -147,11 +157,11 @@ def _evidence_cached(ctx: Context, model_id: uuid.UUID, others: list[uuid.UUID])
             cache.refs[model_id] = reference
             cache.touch(ids)
             fitted = {m: r for m in ids if (r := cache.responses.get(m)) is not None}
-            to_fit = {
-                m: ([cache.qlist[i] for i in entries[m].uidx], entries[m].uscores)
-                for m in ids
-                if len(entries[m].uidx) and m not in fitted  # no scores: no profile (as uncached)
-            }
+            to_fit = {}
+            for m in ids:
+                if len(entries[m].uidx) and m not in fitted:  # no scores: no profile (as uncached)
+                    pos = _evidence_sample(m, len(entries[m].uidx))
+                    to_fit[m] = ([cache.qlist[i] for i in entries[m].uidx[pos]], entries[m].uscores[pos])
             want = {*reference.qids, *(q for qs, _ in to_fit.values() for q in qs)}
             stats = {q: st for q in want if (st := cache.items.get(q)) is not None}
     if stale:

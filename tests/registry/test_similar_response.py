@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import uuid
 
+import pytest
+
 from registry import services
 from registry.schemas import EvaluationIn, ModelCreate, QuestionIn
-from registry.services import Context
-from tests.registry.test_similar_cache import assert_cached_as_uncached
+from registry.services import Context, similarity
+from tests.registry.test_similar_cache import assert_cached_as_uncached, register
 
 N = 20  # questions per category
 
@@ -56,3 +58,16 @@ def test_only_categories_both_were_scored_in_count(ctx: Context) -> None:
     arith_only = _model(ctx, "arith-only", [f"a{i}" for i in range(N)], right_on="a")
     got = {it.model.id: it for it in services.similar_models(ctx, query, k=3).items}
     assert got[arith_only].response_distance is not None and got[arith_only].response_distance < 0.3
+
+
+def test_profiles_of_models_with_many_scores_are_fitted_on_their_evidence_sample(
+    ctx: Context, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A model's profile is fitted on at most MAX_EVIDENCE of its scores (the seeded evidence draw), so a
+    model with thousands costs a bounded fit; cached and uncached draw the same ones."""
+    monkeypatch.setattr(similarity, "MAX_EVIDENCE", 10)  # every model here has 24 scores
+    ids = register(ctx)
+    assert_cached_as_uncached(ctx, ids)
+    got = services.similar_models(ctx, ids[0], k=3).items
+    assert all(it.response_distance is not None for it in got)
+    assert max(it.shared_questions for it in got) <= 10  # evidence read on the sample too
