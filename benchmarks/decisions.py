@@ -186,14 +186,17 @@ def portfolio_experiment(
     }
 
 
-def fallback_experiment(z: np.ndarray, p: np.ndarray, y: np.ndarray, k_max: int = 5) -> dict[str, Any]:
-    """Routing accuracy kept when the routed model is replaced by its k-th nearest labelled neighbour."""
+def fallback_experiment(
+    z: np.ndarray, p: np.ndarray, y: np.ndarray, k_max: int = 5, distance: np.ndarray | None = None
+) -> dict[str, Any]:
+    """Routing accuracy kept when the routed model is replaced by its k-th nearest labelled neighbour, by
+    embedding distance or by the given (M, M) `distance`."""
     obs = ~np.isnan(y)
     keep = obs.any(axis=1)
     p, y, obs = p[keep], y[keep], obs[keep]
     routed = np.where(obs, p, -np.inf).argmax(axis=1)  # (Q,)
     base = float(y[np.arange(len(y)), routed].mean())
-    d = pairwise_distances(z)
+    d = pairwise_distances(z) if distance is None else np.array(distance, dtype=np.float64)
     np.fill_diagonal(d, np.inf)
     order = np.argsort(d, axis=1, kind="stable")  # (M, M) neighbours nearest first, self last
     out: dict[str, Any] = {"routed_hit1": base, "by_k": []}
