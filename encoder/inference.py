@@ -92,11 +92,12 @@ class LocusEmbedder:
     def query_model(self) -> str:
         return self.model.cfg.query_model
 
-    def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
-        """(N,) texts -> (N, query_dim) float32 via the configured sentence-transformers model."""
+    def encode_queries(self, texts: Sequence[str], *, persist: bool = True) -> np.ndarray:
+        """(N,) texts -> (N, query_dim) float32 via the configured sentence-transformers model
+        (`persist=False`: cached in memory only; see `QueryEncoder.encode`)."""
         if self.query_encoder is None:
             raise RuntimeError("this embedder was built without a query encoder")
-        return self.query_encoder.encode(texts)
+        return self.query_encoder.encode(texts, persist=persist)
 
     def embed(self, sets: Sequence[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
         """Embed each (phi (n, d), scores (n,)) set -> (len(sets), embed_dim) float32."""

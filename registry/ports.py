@@ -38,8 +38,10 @@ class Embedder(Protocol):
         """Name of the sentence-transformers model that encodes question texts."""
         ...
 
-    def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
-        """(N,) texts -> (N, query_dim) float32. Each distinct text is encoded once (cached)."""
+    def encode_queries(self, texts: Sequence[str], *, persist: bool = True) -> np.ndarray:
+        """(N,) texts -> (N, query_dim) float32. Each distinct text is encoded once (cached);
+        `persist=False` for texts that are not registered questions (queries being routed): cached in
+        memory only, bounded, never written to disk."""
         ...
 
     def embed(self, sets: Sequence[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:

@@ -171,21 +171,23 @@ def question_version(s: Session) -> tuple[int, str]:
     return int(n), str(last)
 
 
-def _with_n_evaluations(s: Session, *columns: Any) -> list[Any]:
-    """Rows of these model columns for every model, plus its n_evaluations (None: no embedding state),
-    without ORM objects."""
+def _with_n_evaluations(s: Session, *columns: Any, ids: Sequence[uuid.UUID] | None = None) -> list[Any]:
+    """Rows of these model columns for every model (or these ids), plus its n_evaluations (None: no
+    embedding state), without ORM objects."""
     stmt = select(*columns, EmbeddingStateRow.n_evaluations).outerjoin(
         EmbeddingStateRow, EmbeddingStateRow.model_id == ModelRow.id
     )
-    return list(s.execute(stmt))
+    if ids is None:
+        return list(s.execute(stmt))
+    return [r for part in chunks(list(ids)) for r in s.execute(stmt.where(ModelRow.id.in_(part)))]
 
 
-def model_summaries(s: Session) -> list[Any]:
-    """Every model's decision metadata: rows of (id, name, status, provider, params_b, input_price,
-    output_price, license, n_evaluations)."""
+def model_summaries(s: Session, ids: Sequence[uuid.UUID] | None = None) -> list[Any]:
+    """Every model's (or these ids') decision metadata: rows of (id, name, status, provider, params_b,
+    input_price, output_price, license, n_evaluations)."""
     m = ModelRow
     return _with_n_evaluations(
-        s, m.id, m.name, m.status, m.provider, m.params_b, m.input_price, m.output_price, m.license
+        s, m.id, m.name, m.status, m.provider, m.params_b, m.input_price, m.output_price, m.license, ids=ids
     )
 
 

@@ -179,3 +179,20 @@ def test_named_candidates_answer_alike_from_the_cached_pool(ctx: Context) -> Non
     assert [r.model.status for r in routed.routes[0].ranked if r.model.id == ids[1]] == ["unavailable"]
     with pytest.raises(UnknownModelError, match="unknown candidate"):
         route_queries(ctx, req.model_copy(update={"candidates": [ids[0], uuid.uuid4()]}))
+
+
+def test_named_candidates_route_like_the_pool_and_queries_are_not_persisted(ctx: Context) -> None:
+    """Routing over named candidates reads their rows as plain columns (`require_pool_rows`) when the
+    pool is not cached, and answers as the cached pool does; the routed query's encoding is kept in
+    memory only (regression: each request wrote a cache shard)."""
+    ids = register(ctx)
+    enc = ctx.embedder.query_encoder  # type: ignore[attr-defined]
+    persisted = len(enc.cache)
+    req = RouteRequest(queries=[f"Route this new query {uuid.uuid4().hex}"], candidates=ids[:5], top_k=5)
+    cold = route_queries(ctx, req)  # nothing cached yet: rows and vectors read for the five
+    load_pool(ctx, None)  # now the pool is cached: the subset comes from it
+    warm = route_queries(ctx, req)
+    assert answer(cold) == answer(warm)
+    assert len(enc.cache) == persisted and len(enc.transient) >= 1
+    with pytest.raises(UnknownModelError, match="candidate"):
+        route_queries(ctx, RouteRequest(queries=["x?"], candidates=[ids[0], uuid.uuid4()]))

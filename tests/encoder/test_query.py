@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from encoder.query import EncodingCache, QueryEncoder, text_hash
 
@@ -23,3 +24,31 @@ def test_encodes_with_the_packaged_model_and_caches(tmp_path: Path) -> None:
     again = EncodingCache(tmp_path / "all-MiniLM-L6-v2")
     assert len(again) == 2
     np.testing.assert_array_equal(again.get(text_hash(texts[1])), v[1])
+
+
+def test_queries_not_persisted_stay_in_a_bounded_memory_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression: every routed query was written as its own shard and kept in memory for good (a file
+    per request; startup reading them all)."""
+    enc = QueryEncoder(cache_dir=tmp_path)
+    folder = tmp_path / "all-MiniLM-L6-v2"
+    question = enc.encode(["A registered question?"])  # persisted: one shard
+    shards = sorted(folder.glob("*.npz"))
+    calls: list[int] = []
+    real = enc._model.encode
+
+    def counting(texts: list[str], **kw: object) -> np.ndarray:
+        calls.append(len(texts))
+        return np.asarray(real(texts, **kw))
+
+    monkeypatch.setattr(enc._model, "encode", counting)
+    monkeypatch.setattr("encoder.query.TRANSIENT_MAX", 2)
+    a = enc.encode(["route me", "A registered question?"], persist=False)
+    np.testing.assert_array_equal(a[1], question[0])  # a registered text is read from the cache
+    again = enc.encode(["route me"], persist=False)
+    np.testing.assert_array_equal(again[0], a[0])
+    assert calls == [1]  # "route me" encoded once, the registered question never again
+    enc.encode(["second", "third"], persist=False)
+    assert sorted(folder.glob("*.npz")) == shards and len(enc.cache) == 1  # nothing written
+    assert len(enc.transient) == 2 and text_hash("route me") not in enc.transient  # oldest dropped

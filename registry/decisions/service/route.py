@@ -23,7 +23,7 @@ from registry.decisions.service.pool import (
     load_pool,
     pool_subset,
     price_of,
-    require_models,
+    require_pool_rows,
     require_vectors,
     to_filter,
 )
@@ -55,7 +55,7 @@ def route_queries(ctx: Context, req: RouteRequest) -> RouteRead:
         if cached is not None:
             pool = cached
         else:
-            rows = require_models(ctx, ids, "candidate")
+            rows = require_pool_rows(ctx, ids, "candidate")
             if prov is None:
                 vecs = require_vectors(ctx, ids)
             else:
@@ -72,7 +72,7 @@ def route_queries(ctx: Context, req: RouteRequest) -> RouteRead:
                 if prov is None
                 else "no model has evaluations of this provenance: nothing to route to"
             )
-    phi = ctx.embedder.encode_queries(req.queries)  # (Q, query_dim)
+    phi = ctx.embedder.encode_queries(req.queries, persist=False)  # (Q, query_dim): traffic, not questions
     p = ctx.embedder.predict(pool.vectors, phi)  # (Q, M)
     avail = [r.status == "active" for r in pool.rows]
     if not any(avail):
