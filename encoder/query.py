@@ -43,6 +43,7 @@ def resolve_model_path(name: str) -> str:
 
 
 TRANSIENT_MAX = 10_000  # query encodings kept in memory (persist=False), least recently used dropped
+COMPACT_AT = 64  # shards read at load beyond which they are merged into one
 
 
 class EncodingCache:
@@ -56,10 +57,33 @@ class EncodingCache:
         self._mem: dict[str, np.ndarray] = {}
         self._lock = threading.Lock()
         if directory is not None and directory.is_dir():
-            for shard in sorted(directory.glob("*.npz")):
-                with np.load(shard) as z:
-                    for key, vec in zip(z["keys"].tolist(), z["vectors"], strict=True):
-                        self._mem[str(key)] = vec
+            shards = sorted(directory.glob("*.npz"))
+            read = []
+            for shard in shards:
+                try:
+                    with np.load(shard) as z:
+                        for key, vec in zip(z["keys"].tolist(), z["vectors"], strict=True):
+                            self._mem[str(key)] = vec
+                except FileNotFoundError:  # merged away by another process's compaction meanwhile
+                    continue
+                read.append(shard)
+            if len(read) > COMPACT_AT:
+                self._compact(read)
+
+    def _compact(self, shards: list[Path]) -> None:
+        """Merge the shards this process read into one (written first, atomically), then remove them:
+        loading stays one file instead of thousands. Shards written meanwhile by other processes are
+        left alone; a process loading at the same moment may miss a removed shard and re-encode."""
+        assert self._dir is not None
+        keys = list(self._mem)
+        tmp = self._dir / f".{uuid.uuid4().hex}.tmp.npz"
+        np.savez(
+            tmp, keys=np.asarray(keys), vectors=np.stack([self._mem[k] for k in keys]).astype(np.float32)
+        )
+        tmp.rename(self._dir / f"{uuid.uuid4().hex}.npz")
+        for shard in shards:
+            shard.unlink(missing_ok=True)
+        log.info("query cache: merged %d shards (%d encodings) into one", len(shards), len(keys))
 
     def __len__(self) -> int:
         return len(self._mem)

@@ -52,3 +52,25 @@ def test_queries_not_persisted_stay_in_a_bounded_memory_cache(
     enc.encode(["second", "third"], persist=False)
     assert sorted(folder.glob("*.npz")) == shards and len(enc.cache) == 1  # nothing written
     assert len(enc.transient) == 2 and text_hash("route me") not in enc.transient  # oldest dropped
+
+
+def test_many_shards_are_merged_into_one_at_load(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Folders that collected a shard per routed query (before queries stopped being persisted) load as
+    one file after the next start, with every encoding kept."""
+    monkeypatch.setattr("encoder.query.COMPACT_AT", 4)
+    writer = EncodingCache(tmp_path)
+    rng = np.random.default_rng(0)
+    vectors = {f"k{i}": rng.random(3).astype(np.float32) for i in range(6)}
+    for key, vec in vectors.items():
+        writer.put_many([key], vec[None, :])  # one shard each
+    assert len(list(tmp_path.glob("*.npz"))) == 6
+    merged = EncodingCache(tmp_path)
+    assert len(list(tmp_path.glob("*.npz"))) == 1 and len(merged) == 6
+    again = EncodingCache(tmp_path)
+    for key, vec in vectors.items():
+        np.testing.assert_array_equal(again.get(key), vec)
+    few = tmp_path / "few"
+    small = EncodingCache(few)
+    small.put_many(["a"], np.ones((1, 3), np.float32))
+    EncodingCache(few)
+    assert len(list(few.glob("*.npz"))) == 1  # at or under the threshold: left as it is
