@@ -127,7 +127,7 @@ def pairwise_response_distance(p: np.ndarray, cov: np.ndarray) -> np.ndarray:
 def response_distances(
     labels: np.ndarray, samples: list[np.ndarray], groups: np.ndarray, reference: np.ndarray
 ) -> np.ndarray:
-    """(M, M) item-response distance (`encoder.response`) between models known by their own samples:
+    """(M, M) item-response distance between models known by their own samples:
     question difficulties from all the sampled scores, each model's profile from its sample, compared on
     the `reference` questions."""
     n_q = labels.shape[1]

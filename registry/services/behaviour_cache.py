@@ -26,6 +26,7 @@ class Reference:
     ref: list[uuid.UUID]
     phi: np.ndarray  # (len(ref), query_dim)
     qidx: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # cache question numbers
+    items: response.ReferenceItems | None = None  # difficulties and groups of `qids`, once per version
 
 
 @dataclass

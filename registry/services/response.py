@@ -55,26 +55,36 @@ def fit(qids: Sequence[uuid.UUID], scores: np.ndarray, stats: ItemStats) -> Fitt
     return FittedResponse(prof.ability, {str(n): float(prof.offsets[i]) for i, n in enumerate(names)})
 
 
-def distances(
-    model: FittedResponse,
-    others: Sequence[FittedResponse],
-    reference: Sequence[uuid.UUID],
-    stats: ItemStats,
-) -> np.ndarray:
-    """(N,) expected disagreement of the model with each other model on the reference questions (the
-    model's own evidence questions), counting only groups both were scored in; NaN without references."""
-    if not len(reference) or not others:
-        return np.full(len(others), np.nan)
+@dataclass(frozen=True)
+class ReferenceItems:
+    """What comparisons on a model's reference questions need from their totals, computed once per
+    model and registry version: each question's difficulty and group."""
+
+    difficulty: np.ndarray  # (R,)
+    names: np.ndarray  # (G,) group names
+    groups: np.ndarray  # (R,) index into names
+
+
+def reference_items(reference: Sequence[uuid.UUID], stats: ItemStats) -> ReferenceItems:
     rows = [stats[q] for q in reference]
     b = difficulties(np.array([r[0] for r in rows]), np.array([r[1] for r in rows], np.float64))
     names, groups = np.unique([group_of(r) for r in rows], return_inverse=True)
+    return ReferenceItems(b, names, groups)
+
+
+def distances(model: FittedResponse, others: Sequence[FittedResponse], items: ReferenceItems) -> np.ndarray:
+    """(N,) expected disagreement of the model with each other model on its reference questions (its own
+    evidence questions), counting only groups both were scored in; NaN without references."""
+    if not len(items.difficulty) or not others:
+        return np.full(len(others), np.nan)
+    names = [str(n) for n in items.names]
     profiles = [
         ResponseProfile(
             fr.ability,
-            np.array([fr.offsets.get(str(n), 0.0) for n in names]),
-            np.array([str(n) in fr.offsets for n in names], dtype=bool),
+            np.array([fr.offsets.get(n, 0.0) for n in names]),
+            np.array([n in fr.offsets for n in names], dtype=bool),
         )
         for fr in (model, *others)
     ]
-    p, cov = probabilities(profiles, b, groups), coverage(profiles, groups)
+    p, cov = probabilities(profiles, items.difficulty, items.groups), coverage(profiles, items.groups)
     return response_distance(p[0], cov[0], p[1:], cov[1:])

@@ -2,7 +2,7 @@
 
 Three estimates of how differently two models answer, each as a disagreement rate:
 
-- `response`: the item-response distance (`registry.services.response`, `encoder.response`): each
+- `response`: the item-response distance (`registry.services.response`, `registry.item_response`): each
   question's difficulty from every registered model's scores on it, each model's ability and
   per-category offsets from its own scores, compared on the model's evidence questions in the groups
   both were scored in. It needs no shared questions and no training, and tracks test-question
@@ -31,7 +31,6 @@ Requests restricted to a provenance read SQL directly.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -67,17 +66,10 @@ def _evidence_sample(model_id: uuid.UUID, n: int) -> np.ndarray:
     return np.asarray(_sample(list(range(n)), MAX_EVIDENCE, model_id.int % 2**32), dtype=np.int64)
 
 
-def _reference(
-    ctx: Context,
-    s: Session,
-    model_id: uuid.UUID,
-    own: list[uuid.UUID],
-    scores_on: Callable[[list[uuid.UUID]], dict[uuid.UUID, float]],
-) -> Reference:
-    """The model's reference from the ids of its questions (sorted) and a reader of its scores."""
+def _reference(ctx: Context, s: Session, model_id: uuid.UUID, mine: dict[uuid.UUID, float]) -> Reference:
+    """The model's reference from its scores (question id -> score, in question-id order)."""
     seed = model_id.int % 2**32
-    qids = _sample(own, MAX_EVIDENCE, seed)
-    mine = scores_on(qids)
+    qids = _sample(list(mine), MAX_EVIDENCE, seed)
     ref = _sample(qids, REFERENCE, seed + 1)
     phi, _ = question_phi(ctx, s, ref)
     mat = np.stack([phi[q] for q in ref]).astype(np.float32) if ref else np.zeros((0, ctx.embedder.query_dim))
@@ -86,44 +78,37 @@ def _reference(
 
 @dataclass
 class _Evidence:
-    """What `_rank` compares: the model's reference, each other model's scores on its evidence
-    questions (NaN: not scored), every model's item-response profile and the totals of the evidence
-    questions."""
+    """What `_rank` compares: the model's reference (with its questions' difficulties and groups), each
+    other model's scores on its evidence questions (NaN: not scored) and every model's item-response
+    profile."""
 
     reference: Reference
     aligned: dict[uuid.UUID, np.ndarray]
     responses: dict[uuid.UUID, response.FittedResponse]
-    stats: response.ItemStats
 
 
 def _evidence_uncached(
     ctx: Context, model_id: uuid.UUID, others: list[uuid.UUID], flt: EvaluationFilter | None
 ) -> _Evidence:
-    """`_Evidence` read from SQL."""
+    """`_Evidence` read from SQL: every model's scores (of that provenance) in one read."""
     with ctx.session_factory() as s:
-        reference = _reference(
-            ctx,
-            s,
-            model_id,
-            repo.model_question_ids(s, model_id, flt),
-            lambda qs: repo.model_scores_on(s, [model_id], qs, flt).get(model_id, {}),
-        )
-        got = repo.model_scores_on(s, others, reference.qids, flt)
-        own = {
-            m: [pairs[i] for i in _evidence_sample(m, len(pairs))]
-            for m, pairs in repo.model_scores(s, [model_id, *others], flt).items()
-        }
+        every = repo.model_scores(s, [model_id, *others], flt)  # pairs sorted by question id
+        mine = dict(every.get(model_id, []))
+        reference = _reference(ctx, s, model_id, mine)
+        own = {m: [pairs[i] for i in _evidence_sample(m, len(pairs))] for m, pairs in every.items()}
         stats = repo.question_score_totals(
             s, list({*reference.qids, *(q for pairs in own.values() for q, _ in pairs)})
         )
+    theirs = {m: dict(pairs) for m, pairs in every.items()}
     aligned = {
-        m: np.asarray([got.get(m, {}).get(q, np.nan) for q in reference.qids], np.float64) for m in others
+        m: np.asarray([theirs.get(m, {}).get(q, np.nan) for q in reference.qids], np.float64) for m in others
     }
     responses = {
         m: response.fit([q for q, _ in pairs], np.array([y for _, y in pairs], np.float64), stats)
         for m, pairs in own.items()
     }
-    return _Evidence(reference, aligned, responses, stats)
+    reference.items = response.reference_items(reference.qids, stats)
+    return _Evidence(reference, aligned, responses)
 
 
 def _evidence_cached(ctx: Context, model_id: uuid.UUID, others: list[uuid.UUID]) -> _Evidence:
@@ -142,8 +127,7 @@ def _evidence_cached(ctx: Context, model_id: uuid.UUID, others: list[uuid.UUID])
         got = repo.model_scores(s, missing) if missing else {}  # read outside the lock
         if reference is None:
             own = got.get(model_id) if model_id in missing else repo.model_scores(s, [model_id]).get(model_id)
-            pairs = dict(own or [])  # sorted by question id, as model_question_ids
-            reference = _reference(ctx, s, model_id, list(pairs), lambda _: pairs)
+            reference = _reference(ctx, s, model_id, dict(own or []))  # in question-id order
     with cache.lock:
         if cache.generation != generation:  # a write landed meanwhile (rare): read it all from SQL
             stale = True
@@ -162,7 +146,9 @@ def _evidence_cached(ctx: Context, model_id: uuid.UUID, others: list[uuid.UUID])
                 if len(entries[m].uidx) and m not in fitted:  # no scores: no profile (as uncached)
                     pos = _evidence_sample(m, len(entries[m].uidx))
                     to_fit[m] = ([cache.qlist[i] for i in entries[m].uidx[pos]], entries[m].uscores[pos])
-            want = {*reference.qids, *(q for qs, _ in to_fit.values() for q in qs)}
+            want = {q for qs, _ in to_fit.values() for q in qs}
+            if reference.items is None:  # the reference's totals: once per model and version
+                want.update(reference.qids)
             stats = {q: st for q in want if (st := cache.items.get(q)) is not None}
     if stale:
         return _evidence_uncached(ctx, model_id, others, None)
@@ -171,6 +157,8 @@ def _evidence_cached(ctx: Context, model_id: uuid.UUID, others: list[uuid.UUID])
             stats.update(repo.question_score_totals(s, [q for q in want if q not in stats]))
     for m, (qs, ys) in to_fit.items():
         fitted[m] = response.fit(qs, ys, stats)
+    if reference.items is None:
+        reference.items = response.reference_items(reference.qids, stats)  # same value in any thread
     with cache.lock:
         if cache.generation != generation:
             return _evidence_uncached(ctx, model_id, others, None)
@@ -189,7 +177,7 @@ def _evidence_cached(ctx: Context, model_id: uuid.UUID, others: list[uuid.UUID])
             hit = sorted_q[loc] == e.qidx
             row[order[loc[hit]]] = e.scores[hit]
         aligned[m] = row
-    return _Evidence(reference, aligned, fitted, {q: stats[q] for q in reference.qids})
+    return _Evidence(reference, aligned, fitted)
 
 
 def _vectors_cached(ctx: Context, ids: list[uuid.UUID]) -> dict[uuid.UUID, np.ndarray]:
@@ -297,7 +285,8 @@ def _rank(
     mine = ev.responses.get(model_id)
     scored = [m for m in others if m in ev.responses]
     if mine is not None and scored:
-        got = response.distances(mine, [ev.responses[m] for m in scored], reference.qids, ev.stats)
+        assert reference.items is not None  # both evidence paths set it
+        got = response.distances(mine, [ev.responses[m] for m in scored], reference.items)
         resp = {m: float(d) for m, d in zip(scored, got, strict=True) if np.isfinite(d)}
     out: list[tuple[uuid.UUID, float, dict[str, Any]]] = []
     for m, distance in candidates:
