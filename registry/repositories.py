@@ -492,17 +492,6 @@ def question_score_totals(
     return out
 
 
-def model_question_ids(
-    s: Session, model_id: uuid.UUID, flt: EvaluationFilter | None = None
-) -> list[uuid.UUID]:
-    """The ids of the questions a model was scored on (with `flt`: by scores of that provenance), sorted."""
-    conds = _evaluation_conditions(flt)
-    stmt = select(EvaluationRow.question_id).where(EvaluationRow.model_id == model_id, *conds)
-    if conds:
-        stmt = stmt.outerjoin(EvaluationSourceRow, EvaluationSourceRow.id == EvaluationRow.source_id)
-    return sorted(s.scalars(stmt))
-
-
 def models_with_evaluations(
     s: Session, flt: EvaluationFilter, model_flt: ModelFilter | None = None
 ) -> tuple[dict[uuid.UUID, int], int]:
