@@ -232,47 +232,34 @@ class ModelRecord:
     embedding: EmbeddingRecord | None
 
 
+_RECORD_COLUMNS = (
+    *("id", "name", "provider", "family", "base_model", "params_b", "context_window", "input_price"),
+    *("output_price", "license", "status", "meta", "created_at", "updated_at"),
+)
+
+
 def model_records(s: Session, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, ModelRecord]:
     """`ModelRecord`s of these ids that are registered models: two statements per chunk (columns with
     embedding state, then tags), the same values an ORM load gives."""
-    m, e = ModelRow, EmbeddingStateRow
+    e = EmbeddingStateRow
+    n = len(_RECORD_COLUMNS)
     out: dict[uuid.UUID, ModelRecord] = {}
     for part in chunks(list(ids)):
         tags: dict[uuid.UUID, list[str]] = defaultdict(list)
         stmt = select(ModelTagRow.model_id, ModelTagRow.tag).where(ModelTagRow.model_id.in_(part))
         for mid, tag in s.execute(stmt.order_by(ModelTagRow.tag)):
             tags[mid].append(tag)
+        columns = [getattr(ModelRow, c) for c in _RECORD_COLUMNS]
         stmt2 = (
-            select(
-                *(m.id, m.name, m.provider, m.family, m.base_model, m.params_b, m.context_window),
-                *(m.input_price, m.output_price, m.license, m.status, m.meta, m.created_at, m.updated_at),
-                e.fingerprint,
-                e.n_evaluations,
-                e.updated_at,
-            )
-            .outerjoin(e, e.model_id == m.id)
-            .where(m.id.in_(part))
+            select(*columns, e.fingerprint, e.n_evaluations, e.updated_at)
+            .outerjoin(e, e.model_id == ModelRow.id)
+            .where(ModelRow.id.in_(part))
         )
         for r in s.execute(stmt2):
-            emb = None if r[15] is None else EmbeddingRecord(r[14], r[15], r[16])
-            out[r[0]] = ModelRecord(
-                id=r[0],
-                name=r[1],
-                provider=r[2],
-                family=r[3],
-                base_model=r[4],
-                params_b=r[5],
-                context_window=r[6],
-                input_price=r[7],
-                output_price=r[8],
-                license=r[9],
-                status=r[10],
-                meta=dict(r[11] or {}),
-                created_at=r[12],
-                updated_at=r[13],
-                tags=tags.get(r[0], []),
-                embedding=emb,
-            )
+            record: dict[str, Any] = dict(zip(_RECORD_COLUMNS, r[:n], strict=True))
+            record["meta"] = dict(record["meta"] or {})
+            emb = None if r[n + 1] is None else EmbeddingRecord(r[n], r[n + 1], r[n + 2])
+            out[r[0]] = ModelRecord(**record, tags=tags.get(r[0], []), embedding=emb)
     return out
 
 

@@ -12,8 +12,9 @@ from __future__ import annotations
 import threading
 import uuid
 import weakref
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from typing import TypeVar
 
 import numpy as np
 
@@ -25,6 +26,8 @@ from registry.services import get_question_vectors
 from registry.services.common import question_phi, settle_with
 from registry.services.context import Context
 from registry.tables import ModelRow
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,28 +188,28 @@ def pool_subset(ctx: Context, ids: Sequence[uuid.UUID]) -> Pool | None:
     return Pool(ids=list(ids), vectors=full.vectors[keep], rows=[full.rows[i] for i in keep])
 
 
+def _all_known(ids: Sequence[uuid.UUID], rows: Mapping[uuid.UUID, T], what: str) -> dict[uuid.UUID, T]:
+    unknown = [str(i) for i in ids if i not in rows]
+    if unknown:
+        raise UnknownModelError(f"unknown {what} id(s): {', '.join(unknown[:10])}")
+    return dict(rows)
+
+
 def require_models(ctx: Context, ids: Sequence[uuid.UUID], what: str = "model") -> dict[uuid.UUID, ModelRow]:
     """Rows of these ids; unknown ids raise UnknownModelError naming them."""
     with ctx.session_factory() as s:
         rows = repo.get_models(s, list(ids))
         s.expunge_all()
-    unknown = [str(i) for i in ids if i not in rows]
-    if unknown:
-        raise UnknownModelError(f"unknown {what} id(s): {', '.join(unknown[:10])}")
-    return rows
+    return _all_known(ids, rows, what)
 
 
 def require_pool_rows(
     ctx: Context, ids: Sequence[uuid.UUID], what: str = "model"
 ) -> dict[uuid.UUID, PoolRow]:
-    """Decision metadata of these ids read as plain columns (what a pool row needs; no ORM objects, which
-    cost ~0.15 ms a model); unknown ids raise UnknownModelError naming them."""
+    """As `require_models`, read as plain columns: what a pool row needs, without ORM objects."""
     with ctx.session_factory() as s:
         rows = {r.id: PoolRow(*r) for r in repo.model_summaries(s, list(ids))}
-    unknown = [str(i) for i in ids if i not in rows]
-    if unknown:
-        raise UnknownModelError(f"unknown {what} id(s): {', '.join(unknown[:10])}")
-    return rows
+    return _all_known(ids, rows, what)
 
 
 def require_vectors(ctx: Context, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, np.ndarray]:
