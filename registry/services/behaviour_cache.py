@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import threading
 import uuid
-import weakref
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from registry.services import response
+from registry.services.common import PerRegistry
 from registry.services.context import Context
 
 
@@ -91,15 +91,9 @@ class BehaviourCache:
                 store.popitem(last=False)
 
 
-# Keyed on the index object (one per container), so two registries in one process never share entries.
-_CACHES: weakref.WeakKeyDictionary[object, BehaviourCache] = weakref.WeakKeyDictionary()
-_CACHES_LOCK = threading.Lock()
+_CACHES = PerRegistry(BehaviourCache)
 
 
 def cache_of(ctx: Context) -> BehaviourCache:
-    """This registry's behaviour cache in this process."""
-    with _CACHES_LOCK:
-        cache = _CACHES.get(ctx.index)
-        if cache is None:
-            cache = _CACHES[ctx.index] = BehaviourCache()
-        return cache
+    """This registry's behaviour cache in this process (keyed on its vector index: one per container)."""
+    return _CACHES.of(ctx.index)

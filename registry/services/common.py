@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+import threading
 import uuid
+import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 from sqlalchemy.orm import Session
@@ -22,6 +24,7 @@ from registry.tables import ModelRow, QuestionRow, utcnow
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+C = TypeVar("C")
 
 # stage, done, total: lets the CLI draw progress bars without the services knowing about tqdm.
 Progress = Callable[[str, int, int], None]
@@ -211,3 +214,25 @@ def score_matrix(
         if pairs:
             out[r, [c for c, _ in pairs]] = [y for _, y in pairs]
     return out
+
+
+class PerRegistry(Generic[C]):
+    """One cache per registry in this process, made on first use: keyed weakly on an object the registry
+    owns (its vector index or session factory), so two registries in one process never share entries and
+    a dropped registry frees its cache."""
+
+    def __init__(self, make: Callable[[], C]) -> None:
+        self._make = make
+        self._by: weakref.WeakKeyDictionary[object, C] = weakref.WeakKeyDictionary()
+        self._lock = threading.Lock()
+
+    def of(self, owner: object) -> C:
+        with self._lock:
+            cache = self._by.get(owner)
+            if cache is None:
+                cache = self._by[owner] = self._make()
+            return cache
+
+    def clear(self) -> None:
+        with self._lock:
+            self._by.clear()

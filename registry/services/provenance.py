@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import threading
 import uuid
-import weakref
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -37,7 +36,7 @@ from registry.schemas import (
     SimilarRead,
 )
 from registry.services import similarity
-from registry.services.common import question_phi, to_model_read
+from registry.services.common import PerRegistry, question_phi, to_model_read
 from registry.services.context import Context
 
 MAX_MODELS = 1000  # re-embedded per request: ~25 s at 300 evaluations each on one CPU thread
@@ -76,17 +75,11 @@ class _VectorCache:
                 self.by_filter.popitem(last=False)
 
 
-# Keyed on the session factory (one per registry), so two registries in one process never share vectors.
-_CACHES: weakref.WeakKeyDictionary[object, _VectorCache] = weakref.WeakKeyDictionary()
-_CACHES_LOCK = threading.Lock()
+_CACHES = PerRegistry(_VectorCache)
 
 
 def _cache_of(ctx: Context) -> _VectorCache:
-    with _CACHES_LOCK:
-        cache = _CACHES.get(ctx.session_factory)
-        if cache is None:
-            cache = _CACHES[ctx.session_factory] = _VectorCache()
-        return cache
+    return _CACHES.of(ctx.session_factory)  # keyed on the session factory: one per registry
 
 
 class ProvenanceTooBroad(InvalidInput):

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import threading
 import uuid
-import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TypeVar
@@ -23,7 +22,7 @@ from registry.decisions.errors import EmptyQueryError, NotEmbeddedError, Unknown
 from registry.decisions.schemas import ModelBrief, PortfolioFilters, ReferenceQueries
 from registry.ports import ModelFilter
 from registry.services import get_question_vectors
-from registry.services.common import question_phi, settle_with
+from registry.services.common import PerRegistry, question_phi, settle_with
 from registry.services.context import Context
 from registry.tables import ModelRow
 
@@ -113,17 +112,11 @@ class _PoolCache:
         self.questions: tuple[tuple[object, ...], np.ndarray, list[str]] | None = None
 
 
-# Keyed on the index object (one per container), so two registries in one process never share a pool.
-_CACHES: weakref.WeakKeyDictionary[object, _PoolCache] = weakref.WeakKeyDictionary()
-_CACHES_LOCK = threading.Lock()
+_CACHES = PerRegistry(_PoolCache)
 
 
 def _cache_of(ctx: Context) -> _PoolCache:
-    with _CACHES_LOCK:
-        cache = _CACHES.get(ctx.index)
-        if cache is None:
-            cache = _CACHES[ctx.index] = _PoolCache()
-        return cache
+    return _CACHES.of(ctx.index)  # keyed on the vector index: one per container
 
 
 def _scan_pool(ctx: Context, flt: ModelFilter | None) -> Pool:
