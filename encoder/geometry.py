@@ -207,10 +207,10 @@ def geometry_report(
     out["cluster_pearson"], out["cluster_spearman"] = correlations(cdist[pairs], target)
     # item-response profiles: difficulties from every model's own sample (what a registry holds)
     grp = np.zeros(labels.shape[1], dtype=np.int64) if groups is None else np.asarray(groups, np.int64)
-    rdist = response(labels, samples, grp, train_q) if response is not None else None
-    if rdist is not None:
+    rdist = None if response is None else response(labels, samples, grp, train_q)
+    if response is not None and rdist is not None:
         out["response_pearson"], out["response_spearman"] = correlations(rdist[pairs], target)
-        if response is not None and groups is not None:  # what the categories buy: all in one group
+        if groups is not None:  # what the categories buy: every question in one group
             one = response(labels, samples, np.zeros_like(grp), train_q)
             out["response_one_group_pearson"] = correlations(one[pairs], target)[0]
     if predict is not None:
