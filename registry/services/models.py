@@ -226,16 +226,27 @@ def list_evaluation_sources(
 
 
 def nearest_to_vector(
-    ctx: Context, vector: np.ndarray, k: int, flt: ModelFilter | None = None
+    ctx: Context, vector: np.ndarray, k: int, flt: ModelFilter | None = None, *, of: uuid.UUID | None = None
 ) -> list[SimilarModel]:
-    """The k registered models nearest to an embedding, with Euclidean distances."""
-    hits = ctx.index.search_models(vector, k, flt)
+    """The k registered models nearest to an embedding, with Euclidean distances. `of`: the model whose
+    embedding it is, read in the same statement (NotFound if it is not registered)."""
+    n = k
     with ctx.session_factory() as s:
-        rows = repo.model_records(s, [h.id for h in hits])
-        # An id missing from SQL is an orphan vector left by a failed delete: skip it.
-        return [
-            SimilarModel(model=to_model_read(rows[h.id]), distance=h.distance) for h in hits if h.id in rows
-        ]
+        while True:
+            hits = ctx.index.search_models(vector, n, flt)
+            rows = repo.model_records(s, [*([of] if of is not None else []), *(h.id for h in hits)])
+            if of is not None and of not in rows:
+                raise NotFound(f"model {of} does not exist")
+            # An id missing from SQL is an orphan vector left by a failed delete: skip it, and search
+            # further so that it does not cost the answer a place.
+            items = [
+                SimilarModel(model=to_model_read(rows[h.id]), distance=h.distance)
+                for h in hits
+                if h.id in rows
+            ]
+            if len(items) >= k or len(hits) < n:
+                return items[:k]
+            n += k - len(items)
 
 
 def similar_models(
@@ -255,16 +266,21 @@ def similar_models(
     """
     if k < 1:
         raise InvalidInput(f"k must be at least 1, got {k}")
-    with ctx.session_factory() as s:
-        if not repo.model_exists(s, model_id):
-            raise NotFound(f"model {model_id} does not exist")
     prov = restricting(provenance)
     if prov is not None:
+        with ctx.session_factory() as s:
+            if not repo.model_exists(s, model_id):
+                raise NotFound(f"model {model_id} does not exist")
         base = flt or ModelFilter()
         flt_p = dataclasses.replace(base, exclude_ids=(*base.exclude_ids, model_id))
         return similar_with_provenance(ctx, model_id, k, flt_p, rank_by, prov)
+    # Whether the model is registered is read with the answer's records (one statement fewer on the hot
+    # path); a vector without a row (an orphan left by a failed delete) is NotFound there.
     vec = ctx.index.get_model_vectors([model_id]).get(model_id)
     if vec is None:
+        with ctx.session_factory() as s:
+            if not repo.model_exists(s, model_id):
+                raise NotFound(f"model {model_id} does not exist")
         raise EmbeddingMissing(
             f"model {model_id} has no embedding under encoder {ctx.embedder.fingerprint}: "
             "add evaluations, or run `locus-registry reindex`"
@@ -272,7 +288,7 @@ def similar_models(
     base = flt or ModelFilter()
     flt2 = dataclasses.replace(base, exclude_ids=(*base.exclude_ids, model_id))
     if rank_by == "embedding":
-        items = nearest_to_vector(ctx, vec, k, flt2)
+        items = nearest_to_vector(ctx, vec, k, flt2, of=model_id)
         return SimilarRead(model_id=model_id, fingerprint=ctx.embedder.fingerprint, items=items)
     items, n_ref = similarity.nearest_by_behaviour(ctx, model_id, vec, k, flt2)
     return SimilarRead(

@@ -38,6 +38,7 @@ import numpy as np
 from sqlalchemy.orm import Session
 
 from registry import repositories as repo
+from registry.errors import NotFound
 from registry.ports import ModelFilter
 from registry.schemas import EvaluationFilter, SimilarModel
 from registry.services import response
@@ -230,14 +231,28 @@ def rerank(
 def nearest_by_behaviour(
     ctx: Context, model_id: uuid.UUID, vector: np.ndarray, k: int, flt: ModelFilter
 ) -> tuple[list[SimilarModel], int]:
-    """`similar` ranked by behaviour: the max(3k, 30) nearest by vector search that are registered
-    (orphan vectors skipped), re-ranked as `rerank` does."""
+    """`similar` ranked by behaviour: the max(3k, 30) nearest by vector search, re-ranked as `rerank`
+    does, the k best that are registered (orphan vectors skipped). Only the model and the k best are read
+    from SQL (a candidate's place does not depend on the others, so skipping an orphan after ranking
+    gives the same answer as before); NotFound if the model itself is not registered."""
     hits = ctx.index.search_models(vector, max(3 * k, 30), flt)
+    ranked, n_ref = _rank(ctx, model_id, [(h.id, h.distance) for h in hits], len(hits))
+    items: list[SimilarModel] = []
+    want, start = [model_id], 0
     with ctx.session_factory() as s:
-        rows = repo.model_records(s, [h.id for h in hits])  # plain SQL: an orphan vector has none
-    ranked, n_ref = _rank(ctx, model_id, [(h.id, h.distance) for h in hits if h.id in rows], k)
-    items = [SimilarModel(model=to_model_read(rows[m]), distance=d, **evidence) for m, d, evidence in ranked]
-    return items, n_ref
+        while True:
+            batch = ranked[start : start + k - len(items)]
+            rows = repo.model_records(s, [*want, *(m for m, _, _ in batch)])  # plain SQL
+            if want and model_id not in rows:
+                raise NotFound(f"model {model_id} does not exist")
+            items += [
+                SimilarModel(model=to_model_read(rows[m]), distance=d, **evidence)
+                for m, d, evidence in batch
+                if m in rows
+            ]
+            want, start = [], start + len(batch)
+            if len(items) >= k or start >= len(ranked):
+                return items, n_ref
 
 
 def rank_candidates(

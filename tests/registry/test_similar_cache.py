@@ -12,6 +12,7 @@ from sqlalchemy import Engine
 from registry import repositories as repo
 from registry import services
 from registry.db import make_engine, make_session_factory
+from registry.errors import NotFound
 from registry.ports import ModelFilter
 from registry.schemas import EvaluationIn, ModelCreate, QuestionIn, SimilarModel
 from registry.services import Context, similarity
@@ -73,6 +74,23 @@ def test_a_score_write_changes_the_cached_evidence(ctx: Context) -> None:
     assert after[ids[1]].observed_disagreement == 0.0
     assert after[ids[1]].shared_questions == len(theirs) != before[ids[1]].shared_questions
     assert_cached_as_uncached(ctx, ids)
+
+
+@pytest.mark.parametrize("rank_by", ["behaviour", "embedding"])
+def test_orphan_vectors_are_skipped_and_an_orphan_model_is_not_found(ctx: Context, rank_by: str) -> None:
+    """A vector whose SQL row is gone (a failed delete) is never answered, even when it ranks first; a
+    `similar` of such a model is NotFound, not an answer from its leftover vector."""
+    ids = register(ctx)
+    nearest = [it.model.id for it in services.similar_models(ctx, ids[0], k=6, rank_by=rank_by).items]
+    orphans = nearest[:2]  # the two best answers lose their rows; their vectors stay in the index
+    with ctx.session_factory() as s, s.begin():
+        for m in orphans:
+            s.delete(repo.get_model(s, m))
+    assert set(ctx.index.get_model_vectors(orphans)) == set(orphans)
+    got = [it.model.id for it in services.similar_models(ctx, ids[0], k=4, rank_by=rank_by).items]
+    assert got == nearest[2:6]  # the rest keep their order
+    with pytest.raises(NotFound):
+        services.similar_models(ctx, orphans[0], k=3, rank_by=rank_by)  # type: ignore[arg-type]
 
 
 @pytest.fixture
