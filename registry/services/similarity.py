@@ -125,10 +125,17 @@ def _evidence_cached(ctx: Context, model_id: uuid.UUID, others: list[uuid.UUID])
             generation = cache.generation
             missing = [m for m in ids if m not in cache.scores]
             reference = cache.refs.get(model_id)
+            held = cache.scores.get(model_id) if reference is None else None
+            own = (
+                None
+                if held is None
+                else [(cache.qlist[i], float(y)) for i, y in zip(held.uidx, held.uscores)]
+            )
         got = repo.model_scores(s, missing) if missing else {}  # read outside the lock
         if reference is None:
-            own = got.get(model_id) if model_id in missing else repo.model_scores(s, [model_id]).get(model_id)
-            reference = _reference(ctx, s, model_id, dict(own or []))  # in question-id order
+            if own is None:
+                own = got.get(model_id, [])
+            reference = _reference(ctx, s, model_id, dict(own))  # in question-id order
     with cache.lock:
         if cache.generation != generation:  # a write landed meanwhile (rare): read it all from SQL
             stale = True
