@@ -22,10 +22,11 @@ class ServeError(RuntimeError):
 
 
 def check_workers(settings: Settings, workers: int) -> None:
-    """Several processes need a Qdrant server: local mode locks its folder to one process."""
+    """Several processes need a Qdrant server: the embedded index (Qdrant Edge or qdrant-client's local
+    mode) locks its folder to one process."""
     if workers > 1 and not settings.qdrant_url:
         raise ServeError(
-            f"--workers {workers} needs a Qdrant server (LOCUS_QDRANT_URL): qdrant-client's local mode "
+            f"--workers {workers} needs a Qdrant server (LOCUS_QDRANT_URL): the embedded vector index "
             f"at {settings.qdrant_path} is one process per folder. Run one worker, or a Qdrant server."
         )
 

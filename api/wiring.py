@@ -15,9 +15,11 @@ from encoder.inference import LocusEmbedder
 from encoder.query import QueryEncoder
 from registry import migrate
 from registry.db import make_engine, make_session_factory
+from registry.ports import VectorIndex
 from registry.services.encoders import ensure_serving
 from registry.settings import Settings
 from registry.vectors import QdrantIndex
+from registry.vectors_edge import EdgeIndex
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +48,21 @@ def build_engine(settings: Settings, *, migrate_sqlite: bool | None = None) -> E
     return engine
 
 
-def build_index(settings: Settings) -> QdrantIndex:
-    """A Qdrant server client when `qdrant_url` is set, else local mode at `qdrant_path`."""
+def embedded_backend(settings: Settings) -> str:
+    """Which embedded index `qdrant_path` gets without a server: 'edge' or 'local' (see
+    `Settings.vector_backend`). 'auto' keeps a folder written by qdrant-client local mode (`meta.json`)
+    on local mode, so an existing registry keeps its vectors; `locus-registry reindex` after setting
+    LOCUS_VECTOR_BACKEND=edge moves it."""
+    if settings.vector_backend != "auto":
+        return settings.vector_backend
+    if settings.qdrant_path == ":memory:" or (Path(settings.qdrant_path) / "meta.json").exists():
+        return "local"
+    return "edge"
+
+
+def build_index(settings: Settings) -> VectorIndex:
+    """A Qdrant server client when `qdrant_url` is set, else the embedded index at `qdrant_path`:
+    Qdrant Edge, or qdrant-client local mode (`embedded_backend`)."""
     if settings.qdrant_url:
         key = settings.qdrant_api_key.get_secret_value() if settings.qdrant_api_key else None
         return QdrantIndex(
@@ -57,8 +72,13 @@ def build_index(settings: Settings) -> QdrantIndex:
             replication_factor=settings.qdrant_replication_factor,
             write_consistency_factor=settings.qdrant_write_consistency_factor,
         )
+    backend = embedded_backend(settings)
+    if backend == "edge" and settings.qdrant_path == ":memory:":
+        raise ValueError("LOCUS_VECTOR_BACKEND=edge needs a folder: set LOCUS_QDRANT_PATH to one")
     if settings.qdrant_path != ":memory:":
         Path(settings.qdrant_path).mkdir(parents=True, exist_ok=True)
+    if backend == "edge":
+        return EdgeIndex(path=settings.qdrant_path)
     return QdrantIndex(path=settings.qdrant_path)
 
 

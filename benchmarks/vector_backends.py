@@ -1,16 +1,17 @@
-"""Filtered k-NN for the embedded default: qdrant-client local mode (through the registry's own adapter,
-`registry.vectors.QdrantIndex`) versus Qdrant Edge (`qdrant-edge-py`: Qdrant's engine in-process, with
-payload indexes and HNSW), on the same vectors, payloads and queries.
+"""Filtered k-NN for the embedded index: qdrant-client local mode and Qdrant Edge (`qdrant-edge-py`:
+Qdrant's engine in-process, with payload indexes and HNSW), both through the registry's own adapters
+(`registry.vectors.QdrantIndex`, `registry.vectors_edge.EdgeIndex`, what `LOCUS_VECTOR_BACKEND` picks),
+on the same vectors, payloads and queries.
 
-    pip install qdrant-edge-py   # only for this measurement; the registry does not depend on it
     python -m benchmarks.vector_backends --models 10000 --queries 200
 
 For each filter shape of `GET /v1/models/{id}/similar` (none but the model itself excluded; status; status +
 provider + parameter range) it reports recall@k against exact numpy search under the same filter, the p50 /
 p99 latency of one query (sequential, one thread of this process), the time to upsert every point, and
 the time to scan every point with its vector (what loading the decision pool costs on a cache miss).
-Edge runs twice: as configured by default (segments below the indexing threshold are searched exactly,
-with payload indexes) and with an HNSW index forced (indexing threshold 1 KB, then `optimize()`).
+Edge runs twice: through the adapter, as configured by default (segments below the indexing threshold
+are searched exactly, with payload indexes), and directly with an HNSW index forced (indexing threshold
+1 KB, then `optimize()`), to show what an HNSW index would change at this size.
 Vectors are random normal in the shipped checkpoint's embedding dimension; payloads mimic a registry
 (90% active, 8 providers, log-uniform parameter counts). Writes benchmarks/results/vector_backends.json.
 """
@@ -83,15 +84,15 @@ def exact(
     return [int(i) for i in top if np.isfinite(d[i])]
 
 
-class LocalMode:
-    """qdrant-client local mode on disk, through the registry's adapter (what the embedded default runs)."""
+class Adapter:
+    """One of the registry's vector adapters on disk (what the embedded default runs)."""
 
-    name = "qdrant-client local mode"
-
-    def __init__(self, path: Path, dim: int) -> None:
+    def __init__(self, path: Path, dim: int, *, edge: bool) -> None:
         from registry.vectors import QdrantIndex
+        from registry.vectors_edge import EdgeIndex
 
-        self.index = QdrantIndex(path=str(path))
+        self.name = "qdrant-edge (EdgeIndex)" if edge else "qdrant-client local mode (QdrantIndex)"
+        self.index = EdgeIndex(path=str(path)) if edge else QdrantIndex(path=str(path))
         self.index.ensure_collections("bench", dim, 8)
 
     def upsert(self, ids: list[uuid.UUID], vectors: np.ndarray, payloads: list[dict[str, Any]]) -> None:
@@ -116,14 +117,15 @@ class LocalMode:
 
 
 class Edge:
-    """Qdrant Edge in-process shard with keyword/float payload indexes; `hnsw`: force an HNSW index."""
+    """Qdrant Edge in-process shard with keyword/float payload indexes, used directly; `hnsw`: force an
+    HNSW index."""
 
     def __init__(self, path: Path, dim: int, *, hnsw: bool) -> None:
         import qdrant_edge as qe
 
         self.qe = qe
         self.hnsw = hnsw
-        self.name = "qdrant-edge (HNSW forced)" if hnsw else "qdrant-edge (default config)"
+        self.name = "qdrant-edge direct (HNSW forced)" if hnsw else "qdrant-edge direct (default config)"
         optimizers = qe.EdgeOptimizersConfig(indexing_threshold=1) if hnsw else None
         self.shard = qe.EdgeShard.create(
             str(path),
@@ -255,20 +257,17 @@ def main(argv: list[str] | None = None) -> int:
         },
         "backends": {},
     }
-    try:
-        import qdrant_edge
+    import qdrant_edge
 
-        results["config"]["qdrant_edge_version"] = getattr(qdrant_edge, "__version__", None) or _version(
-            "qdrant-edge-py"
-        )
-    except ImportError:
-        qdrant_edge = None
+    results["config"]["qdrant_edge_version"] = getattr(qdrant_edge, "__version__", None) or _version(
+        "qdrant-edge-py"
+    )
     results["config"]["qdrant_client_version"] = _version("qdrant-client")
-    makers: list[Callable[[Path], Any]] = [lambda p: LocalMode(p, args.dim)]
-    if qdrant_edge is not None:
-        makers += [lambda p: Edge(p, args.dim, hnsw=False), lambda p: Edge(p, args.dim, hnsw=True)]
-    else:
-        print("qdrant-edge-py is not installed: measuring local mode only (pip install qdrant-edge-py)")
+    makers: list[Callable[[Path], Any]] = [
+        lambda p: Adapter(p, args.dim, edge=False),
+        lambda p: Adapter(p, args.dim, edge=True),
+        lambda p: Edge(p, args.dim, hnsw=True),
+    ]
     for make in makers:
         with tempfile.TemporaryDirectory(prefix="locus-vec-") as tmp:
             backend = make(Path(tmp) / "store")
@@ -283,11 +282,11 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"\n{args.models:,} models, dim {args.dim}, {args.queries} queries, k={args.k}")
     head = ("backend", "upsert s", "scan s", "filter", "recall", "p50 ms", "p99 ms")
-    print("{:<30} {:>9} {:>7} {:<24} {:>7} {:>8} {:>8}".format(*head))
+    print("{:<40} {:>9} {:>7} {:<24} {:>7} {:>8} {:>8}".format(*head))
     for name, r in results["backends"].items():
         for shape, s in r["shapes"].items():
             print(
-                f"{name:<30} {r['upsert_s']:9.2f} {r['scan_all_s']:7.2f} {shape:<24} {s['recall_at_k']:7.3f} "
+                f"{name:<40} {r['upsert_s']:9.2f} {r['scan_all_s']:7.2f} {shape:<24} {s['recall_at_k']:7.3f} "
                 f"{s['p50_ms']:8.2f} {s['p99_ms']:8.2f}"
             )
     print(f"wrote {args.out}")

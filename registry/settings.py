@@ -1,7 +1,7 @@
 """Service configuration: one pydantic-settings class read from `LOCUS_*` environment variables.
 
-The defaults are the embedded mode: SQLite and qdrant-client local mode under `data/`, the shipped
-encoder checkpoint. Production points `LOCUS_DATABASE_URL` at PostgreSQL and `LOCUS_QDRANT_URL` at
+The defaults are the embedded mode: SQLite and Qdrant Edge (Qdrant's engine in-process) under `data/`,
+the shipped encoder checkpoint. Production points `LOCUS_DATABASE_URL` at PostgreSQL and `LOCUS_QDRANT_URL` at
 a Qdrant server.
 """
 
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -28,9 +29,18 @@ class Settings(BaseSettings):
         description="SQLAlchemy URL (SQLite file or postgresql+psycopg://...).",
     )
     qdrant_url: str | None = Field(
-        default=None, description="Qdrant server URL; unset = local mode at qdrant_path."
+        default=None, description="Qdrant server URL; unset = the embedded vector index at qdrant_path."
     )
-    qdrant_path: str = Field(default="data/qdrant", description="Local-mode storage folder, or ':memory:'.")
+    qdrant_path: str = Field(
+        default="data/qdrant",
+        description="Embedded vector index folder (or ':memory:'); one process at a time.",
+    )
+    vector_backend: Literal["auto", "edge", "local"] = Field(
+        default="auto",
+        description="Embedded vector index without qdrant_url: 'edge' = Qdrant Edge (qdrant-edge-py), "
+        "'local' = qdrant-client local mode; 'auto' = local mode for ':memory:' or a folder that already "
+        "holds local-mode data, else Qdrant Edge.",
+    )
     qdrant_api_key: SecretStr | None = Field(default=None, description="API key for a Qdrant server.")
     encoder_checkpoint: Path | None = Field(
         default=None,

@@ -16,7 +16,7 @@ import logging
 import sqlite3
 import threading
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -49,12 +49,18 @@ def collection_names(fingerprint: str, generation: int = 0) -> tuple[str, str]:
     return f"models_{fingerprint}{suffix}", f"questions_{fingerprint}{suffix}"
 
 
-def to_filter(flt: ModelFilter | None) -> qm.Filter | None:
-    """Translate a ModelFilter into a Qdrant filter (None when it constrains nothing)."""
+# What a ModelFilter asks of a point, independent of the engine's filter classes (each adapter builds its
+# own from these): ("any", field, values) one of the values; ("value", field, v) the array field holds v;
+# ("range", field, lo, hi) lo <= value <= hi (None: open); ("ids", ids) the point id is one of these.
+FilterTerm = tuple[Any, ...]
+
+
+def filter_terms(flt: ModelFilter | None) -> tuple[list[FilterTerm], list[FilterTerm]]:
+    """The conditions a filter puts on model points: (every one must hold, none may hold)."""
+    must: list[FilterTerm] = []
+    must_not: list[FilterTerm] = []
     if flt is None:
-        return None
-    must: list[Any] = []
-    must_not: list[Any] = []
+        return must, must_not
     for key, values in (
         ("status", flt.statuses),
         ("provider", flt.providers),
@@ -62,9 +68,9 @@ def to_filter(flt: ModelFilter | None) -> qm.Filter | None:
         ("license", flt.licenses),
     ):
         if values:
-            must.append(qm.FieldCondition(key=key, match=qm.MatchAny(any=list(values))))
+            must.append(("any", key, list(values)))
     for tag in flt.tags:
-        must.append(qm.FieldCondition(key="tags", match=qm.MatchValue(value=tag)))
+        must.append(("value", "tags", tag))
     for key, lo, hi in (
         ("params_b", flt.min_params, flt.max_params),
         ("context_window", flt.min_context_window, None),
@@ -72,18 +78,78 @@ def to_filter(flt: ModelFilter | None) -> qm.Filter | None:
         ("output_price", None, flt.max_output_price),
     ):
         if lo is not None or hi is not None:
-            must.append(qm.FieldCondition(key=key, range=qm.Range(gte=lo, lte=hi)))
+            must.append(("range", key, lo, hi))
     if flt.include_ids:
-        must.append(qm.HasIdCondition(has_id=[str(i) for i in flt.include_ids]))
+        must.append(("ids", [str(i) for i in flt.include_ids]))
     if flt.exclude_ids:
-        must_not.append(qm.HasIdCondition(has_id=[str(i) for i in flt.exclude_ids]))
+        must_not.append(("ids", [str(i) for i in flt.exclude_ids]))
+    return must, must_not
+
+
+def _condition(term: FilterTerm) -> Any:
+    kind = term[0]
+    if kind == "any":
+        return qm.FieldCondition(key=term[1], match=qm.MatchAny(any=term[2]))
+    if kind == "value":
+        return qm.FieldCondition(key=term[1], match=qm.MatchValue(value=term[2]))
+    if kind == "range":
+        return qm.FieldCondition(key=term[1], range=qm.Range(gte=term[2], lte=term[3]))
+    return qm.HasIdCondition(has_id=term[1])
+
+
+def to_filter(flt: ModelFilter | None) -> qm.Filter | None:
+    """Translate a ModelFilter into a Qdrant filter (None when it constrains nothing)."""
+    must, must_not = filter_terms(flt)
     if not must and not must_not:
         return None
-    return qm.Filter(must=must or None, must_not=must_not or None)
+    return qm.Filter(
+        must=[_condition(t) for t in must] or None, must_not=[_condition(t) for t in must_not] or None
+    )
 
 
 def _only_excludes(flt: ModelFilter | None) -> bool:
     return flt is not None and flt == ModelFilter(exclude_ids=flt.exclude_ids)
+
+
+class QuestionVectorCache:
+    """Question encodings never change for an id (a key's text is immutable), so a bounded in-process
+    cache saves re-reading up to thousands of vectors per registration. Oldest entries go first."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._vectors: dict[uuid.UUID, np.ndarray] = {}
+        self._lock = threading.Lock()
+
+    def get(
+        self, ids: Sequence[uuid.UUID], fetch: Callable[[list[uuid.UUID]], dict[uuid.UUID, np.ndarray]]
+    ) -> dict[uuid.UUID, np.ndarray]:
+        """These ids' vectors: cached ones, the rest from `fetch` (remembered); unknown ids are absent."""
+        out = {i: v for i in ids if (v := self._vectors.get(i)) is not None}
+        missing = [i for i in ids if i not in out]
+        if missing:
+            found = fetch(missing)
+            self.remember(found)
+            out.update(found)
+        return out
+
+    def remember(self, vectors: dict[uuid.UUID, np.ndarray]) -> None:
+        if self.size <= 0:
+            return
+        with self._lock:
+            self._vectors.update(vectors)
+            excess = len(self._vectors) - self.size
+            if excess > 0:  # dicts keep insertion order: drop the oldest
+                for key in list(itertools.islice(self._vectors, excess)):
+                    self._vectors.pop(key, None)
+
+    def forget(self, ids: Sequence[uuid.UUID]) -> None:
+        with self._lock:
+            for i in ids:
+                self._vectors.pop(i, None)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._vectors.clear()
 
 
 class QdrantIndex:
@@ -117,11 +183,7 @@ class QdrantIndex:
         self._lock: contextlib.AbstractContextManager[Any] = (
             threading.RLock() if self.local else contextlib.nullcontext()
         )
-        # Question encodings never change for an id (a key's text is immutable), so a bounded
-        # in-process cache saves re-reading up to thousands of vectors per registration.
-        self._qcache: dict[uuid.UUID, np.ndarray] = {}
-        self._qcache_size = question_cache
-        self._qcache_lock = threading.Lock()
+        self._qcache = QuestionVectorCache(question_cache)
         self._models: str | None = None
         self._questions: str | None = None
         self._model_dim = 0
@@ -212,8 +274,7 @@ class QdrantIndex:
         other = QdrantIndex.__new__(QdrantIndex)
         other.__dict__.update(self.__dict__)
         other._owner = False
-        other._qcache = {}
-        other._qcache_lock = threading.Lock()
+        other._qcache = QuestionVectorCache(self._qcache.size)
         other.ensure_collections(fingerprint, model_dim, query_dim, generation)
         return other
 
@@ -362,31 +423,14 @@ class QdrantIndex:
             for i, v in zip(ids, vectors, strict=True)
         ]
         self._upsert(self.questions_collection, structs)
-        self._remember(dict(zip(ids, np.asarray(vectors, dtype=np.float32), strict=True)))
+        self._qcache.remember(dict(zip(ids, np.asarray(vectors, dtype=np.float32), strict=True)))
 
     def get_question_vectors(self, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, np.ndarray]:
-        out = {i: v for i in ids if (v := self._qcache.get(i)) is not None}
-        missing = [i for i in ids if i not in out]
-        if missing:
-            found = self._retrieve(self.questions_collection, missing)
-            self._remember(found)
-            out.update(found)
-        return out
+        return self._qcache.get(ids, lambda missing: self._retrieve(self.questions_collection, missing))
 
     def delete_questions(self, ids: Sequence[uuid.UUID]) -> None:
-        for i in ids:
-            self._qcache.pop(i, None)
+        self._qcache.forget(ids)
         self._delete(self.questions_collection, ids)
-
-    def _remember(self, vectors: dict[uuid.UUID, np.ndarray]) -> None:
-        if self._qcache_size <= 0:
-            return
-        with self._qcache_lock:
-            self._qcache.update(vectors)
-            excess = len(self._qcache) - self._qcache_size
-            if excess > 0:  # dicts keep insertion order: drop the oldest
-                for key in list(itertools.islice(self._qcache, excess)):
-                    self._qcache.pop(key, None)
 
     def count_questions(self) -> int:
         with self._lock:

@@ -23,9 +23,10 @@ from encoder.inference import LocusEmbedder
 from encoder.model import LocusModel
 from encoder.query import QueryEncoder
 from registry.db import make_engine, make_session_factory
+from registry.ports import VectorIndex
 from registry.services import Context
 from registry.tables import Base
-from registry.vectors import QdrantIndex
+from registry.vectors_edge import EdgeIndex
 
 PG_URL = os.environ.get("LOCUS_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 SMALL = LocusConfig(width=32, heads=2, inducing=8, ffn=64, embed_dim=16, pred_hidden=16)
@@ -98,14 +99,16 @@ def embedder(query_encoder: QueryEncoder) -> LocusEmbedder:
 
 
 @pytest.fixture
-def index(tmp_path: Path) -> Iterator[QdrantIndex]:
-    idx = QdrantIndex(path=str(tmp_path / "qdrant"))
+def index(tmp_path: Path) -> Iterator[VectorIndex]:
+    """The embedded default: Qdrant Edge (`tests/registry/test_vectors.py` runs the adapter tests on
+    qdrant-client's local mode too)."""
+    idx = EdgeIndex(path=str(tmp_path / "qdrant"))
     yield idx
     idx.close()
 
 
 @pytest.fixture
-def ctx(engine: Engine, index: QdrantIndex, embedder: LocusEmbedder) -> Context:
+def ctx(engine: Engine, index: VectorIndex, embedder: LocusEmbedder) -> Context:
     c = Context(session_factory=make_session_factory(engine), index=index, embedder=embedder)
     c.ensure_collections()
     return c

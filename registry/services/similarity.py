@@ -129,7 +129,7 @@ def _evidence_cached(ctx: Context, model_id: uuid.UUID, others: list[uuid.UUID])
             own = (
                 None
                 if held is None
-                else [(cache.qlist[i], float(y)) for i, y in zip(held.uidx, held.uscores)]
+                else [(cache.qlist[i], float(y)) for i, y in zip(held.uidx, held.uscores, strict=True)]
             )
         got = repo.model_scores(s, missing) if missing else {}  # read outside the lock
         if reference is None:

@@ -1,6 +1,7 @@
 """More than one process: two independently built app instances (own engine, own vector index, own
-encoder instance, own threshold caches) on the same database give the same answers; the server refuses
-several workers on qdrant-client's local mode; the read-replica routing sends GET queries to the replica."""
+encoder instance, own threshold caches) on the same database give the same answers, one on qdrant-client's
+local mode and one on Qdrant Edge; the server refuses several workers on an embedded index; the embedded
+backend is picked as documented; the read-replica routing sends GET queries to the replica."""
 
 from __future__ import annotations
 
@@ -24,17 +25,20 @@ from registry.db import make_engine, make_session_factory
 from registry.settings import Settings
 from registry.tables import Base
 from registry.vectors import QdrantIndex
+from registry.vectors_edge import EdgeIndex
 from tests.api.conftest import bearer
 from tests.conftest import SMALL
 
 
-def _instance(url: str, qdrant: Path, query_encoder: QueryEncoder) -> tuple[Container, TestClient]:
+def _instance(
+    url: str, qdrant: Path, query_encoder: QueryEncoder, index: type = QdrantIndex
+) -> tuple[Container, TestClient]:
     torch.manual_seed(0)  # the same weights, loaded separately, as each worker loads the checkpoint
     embedder = LocusEmbedder(LocusModel(SMALL), query_encoder)
     engine = make_engine(url)
     container = Container(
         session_factory=make_session_factory(engine),
-        index=QdrantIndex(path=str(qdrant)),
+        index=index(path=str(qdrant)),
         embedder=embedder,
         settings=Settings(database_url=url, max_items=500),
         engine=engine,
@@ -47,8 +51,9 @@ def _instance(url: str, qdrant: Path, query_encoder: QueryEncoder) -> tuple[Cont
 def two(
     db_url: str, tmp_path: Path, query_encoder: QueryEncoder
 ) -> Iterator[tuple[TestClient, TestClient, dict[str, str], list[str]]]:
-    """Instance A registers models; instance B, built afterwards on the same database, rebuilds its
-    own index from SQL (`reindex`, as a new worker's Qdrant server would already hold the vectors)."""
+    """Instance A (qdrant-client local mode) registers models; instance B (Qdrant Edge), built afterwards
+    on the same database, rebuilds its own index from SQL (`reindex`, as a new worker's Qdrant server
+    would already hold the vectors)."""
     setup = make_engine(db_url)
     Base.metadata.create_all(setup)
     setup.dispose()
@@ -73,7 +78,7 @@ def two(
             )
             assert r.status_code == 201, r.text
             ids.append(r.json()["id"])
-    b_ctx, b = _instance(db_url, tmp_path / "qb", query_encoder)
+    b_ctx, b = _instance(db_url, tmp_path / "qb", query_encoder, EdgeIndex)
     services.reindex(b_ctx)
     with a, b:
         yield a, b, headers, ids
@@ -82,11 +87,15 @@ def two(
 
 
 def _without_ids(body: Any) -> Any:
-    """The answer without per-request identifiers (a routing decision's id is new on every call)."""
+    """The answer without per-request identifiers (a routing decision's id is new on every call), its
+    numbers to 6 significant digits: the two instances' vector engines sum float32 distances in
+    different orders (within 1e-7 relative), as no two workers on one Qdrant server do."""
     if isinstance(body, dict):
         return {k: _without_ids(v) for k, v in body.items() if k != "decision_id"}
     if isinstance(body, list):
         return [_without_ids(v) for v in body]
+    if isinstance(body, float):
+        return float(f"{body:.6g}")
     return body
 
 
@@ -121,6 +130,24 @@ def test_several_workers_need_a_qdrant_server() -> None:
     check_workers(Settings(), 1)
     with pytest.raises(ServeError, match="LOCUS_QDRANT_URL"):
         check_workers(Settings(), 2)
+
+
+def test_the_embedded_backend_is_qdrant_edge_unless_a_folder_holds_local_mode_data(tmp_path: Path) -> None:
+    from api.wiring import build_index, embedded_backend
+
+    fresh = Settings(qdrant_path=str(tmp_path / "fresh"))
+    assert embedded_backend(fresh) == "edge"
+    index = build_index(fresh)
+    assert isinstance(index, EdgeIndex)
+    index.close()
+    old = QdrantIndex(path=str(tmp_path / "old"))  # a registry from before: local-mode data stays local
+    old.ensure_collections("fp", 4, 3)
+    old.close()
+    assert embedded_backend(Settings(qdrant_path=str(tmp_path / "old"))) == "local"
+    assert embedded_backend(Settings(qdrant_path=str(tmp_path / "old"), vector_backend="edge")) == "edge"
+    assert embedded_backend(Settings(qdrant_path=":memory:")) == "local"
+    with pytest.raises(ValueError, match="needs a folder"):
+        build_index(Settings(qdrant_path=":memory:", vector_backend="edge"))
 
 
 def test_reads_go_to_the_replica_while_reading(tmp_path: Path) -> None:

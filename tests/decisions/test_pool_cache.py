@@ -25,7 +25,6 @@ from registry.decisions.service import (
 from registry.ports import ModelFilter
 from registry.schemas import EvaluationIn, ModelCreate, ModelUpdate, QuestionIn
 from registry.services import Context
-from registry.vectors import QdrantIndex
 
 N_Q = 24
 
@@ -131,7 +130,7 @@ def second_process(db_url: str, engine: Engine, ctx: Context, tmp_path: Path) ->
     register(ctx)
     other = Context(
         session_factory=make_session_factory(make_engine(db_url)),
-        index=QdrantIndex(path=str(tmp_path / "qdrant-b")),
+        index=type(ctx.index)(path=str(tmp_path / "qdrant-b")),  # type: ignore[call-arg]
         embedder=ctx.embedder,
     )
     services.reindex(other)

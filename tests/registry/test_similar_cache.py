@@ -17,7 +17,6 @@ from registry.ports import ModelFilter
 from registry.schemas import EvaluationIn, ModelCreate, QuestionIn, SimilarModel
 from registry.services import Context, similarity
 from registry.services.models import nearest_to_vector
-from registry.vectors import QdrantIndex
 
 N_Q = 40
 
@@ -98,7 +97,7 @@ def second_process(db_url: str, engine: Engine, ctx: Context, tmp_path: Path) ->
     """Another process on the same database: its own engine, vector index (rebuilt from SQL) and caches."""
     other = Context(
         session_factory=make_session_factory(make_engine(db_url)),
-        index=QdrantIndex(path=str(tmp_path / "qdrant-b")),
+        index=type(ctx.index)(path=str(tmp_path / "qdrant-b")),  # type: ignore[call-arg]
         embedder=ctx.embedder,
     )
     return other

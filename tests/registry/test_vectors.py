@@ -1,4 +1,5 @@
-"""The Qdrant adapter: filters, distances, persistence across reopen, collections tied to a fingerprint."""
+"""The vector adapters (qdrant-client, Qdrant Edge): filters, distances, persistence across reopen,
+collections tied to a fingerprint, serving aliases. Every test runs on both."""
 
 from __future__ import annotations
 
@@ -8,8 +9,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from registry.ports import ModelFilter, ModelPoint
+from registry.ports import ModelFilter, ModelPoint, VectorIndex
 from registry.vectors import QdrantIndex, to_filter
+from registry.vectors_edge import EdgeIndex, to_edge_filter
+
+BACKENDS = {"qdrant-local": QdrantIndex, "qdrant-edge": EdgeIndex}
+
+
+@pytest.fixture(params=list(BACKENDS))
+def backend(request: pytest.FixtureRequest) -> type:
+    return BACKENDS[request.param]  # type: ignore[no-any-return]
 
 
 def points() -> list[ModelPoint]:
@@ -30,18 +39,18 @@ def points() -> list[ModelPoint]:
 
 
 @pytest.fixture
-def idx(tmp_path: Path) -> QdrantIndex:
-    ix = QdrantIndex(path=str(tmp_path / "q"))
+def idx(tmp_path: Path, backend: type) -> VectorIndex:
+    ix = backend(path=str(tmp_path / "q"))
     ix.ensure_collections("fp1", 4, 3)
     ix.upsert_models(points())
-    return ix
+    return ix  # type: ignore[no-any-return]
 
 
 def names(hits: list) -> list[int]:  # type: ignore[type-arg]
     return [h.id.int for h in hits]
 
 
-def test_search_returns_euclidean_distances(idx: QdrantIndex) -> None:
+def test_search_returns_euclidean_distances(idx: VectorIndex) -> None:
     hits = idx.search_models(np.zeros(4, dtype=np.float32), 4)
     assert names(hits) == [1, 2, 3, 4]
     assert [h.distance for h in hits] == pytest.approx([1.0, 2.0, 3.0, 4.0])
@@ -63,7 +72,7 @@ def test_search_returns_euclidean_distances(idx: QdrantIndex) -> None:
         (ModelFilter(statuses=("active", "deprecated"), exclude_ids=(uuid.UUID(int=2),)), [1, 4]),
     ],
 )
-def test_filters(idx: QdrantIndex, flt: ModelFilter, expected: list[int]) -> None:
+def test_filters(idx: VectorIndex, flt: ModelFilter, expected: list[int]) -> None:
     assert names(idx.search_models(np.zeros(4, dtype=np.float32), 10, flt)) == expected
     ids, vecs = idx.scan_models(flt)
     assert sorted(i.int for i in ids) == expected and vecs.shape == (len(expected), 4)
@@ -71,24 +80,25 @@ def test_filters(idx: QdrantIndex, flt: ModelFilter, expected: list[int]) -> Non
 
 def test_empty_filter_is_none() -> None:
     assert to_filter(None) is None and to_filter(ModelFilter()) is None
+    assert to_edge_filter(None) is None and to_edge_filter(ModelFilter()) is None
 
 
-def test_persistence_fingerprints_and_reset(tmp_path: Path) -> None:
+def test_persistence_fingerprints_and_reset(tmp_path: Path, backend: type) -> None:
     path = str(tmp_path / "q")
-    ix = QdrantIndex(path=path)
+    ix = backend(path=path)
     ix.ensure_collections("fp1", 4, 3)
     ix.upsert_models(points())
     qid = uuid.uuid4()
     ix.upsert_questions([qid], np.ones((1, 3), dtype=np.float32))
     ix.close()
 
-    ix = QdrantIndex(path=path)  # reopened: everything is still there
+    ix = backend(path=path)  # reopened: everything is still there
     ix.ensure_collections("fp1", 4, 3)
     assert ix.count_models() == 4
     np.testing.assert_array_equal(ix.get_question_vectors([qid])[qid], np.ones(3))
     ix.ensure_collections("fp2", 4, 3)  # another encoder: its own, empty collections
     assert ix.count_models() == 0
-    with pytest.raises(RuntimeError, match="4-d"):
+    with pytest.raises(RuntimeError, match=r"models_fp1.* 8-d"):
         ix.ensure_collections("fp1", 8, 3)
     ix.ensure_collections("fp1", 4, 3)
     ix.reset()
@@ -96,3 +106,34 @@ def test_persistence_fingerprints_and_reset(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="expects 4"):
         ix.upsert_models([ModelPoint(uuid.uuid4(), np.zeros(5, dtype=np.float32))])
     ix.close()
+
+
+def test_generations_views_and_the_serving_alias(tmp_path: Path, backend: type) -> None:
+    """A rebuild goes into the next generation beside the one in service; the serving alias moves both
+    collections at once and survives a reopen; the old generation can then be dropped, never the bound
+    one."""
+    path = str(tmp_path / "q")
+    ix = backend(path=path)
+    ix.ensure_collections("fp1", 4, 3)
+    assert ix.serving_alias() is None
+    ix.set_serving_alias()
+    assert ix.serving_alias() == "models_fp1"
+    ix.upsert_models(points()[:2])
+    nxt = ix.view("fp1", 4, 3, generation=1)  # the rebuild: same storage, its own collections
+    nxt.upsert_models(points())
+    assert (ix.count_models(), nxt.count_models()) == (2, 4)
+    nxt.set_serving_alias()
+    assert ix.serving_alias() == "models_fp1_g1"
+    with pytest.raises(RuntimeError, match="bound"):
+        nxt.drop_collections("fp1", 1)
+    nxt.drop_collections("fp1", 0)
+    nxt.close()  # a view never closes the storage it shares
+    assert names(nxt.search_models(np.zeros(4, dtype=np.float32), 1)) == [1]
+    ix.close()
+    again = backend(path=path)
+    assert again.serving_alias() == "models_fp1_g1"
+    again.ensure_collections("fp1", 4, 3, generation=1)
+    assert again.count_models() == 4
+    again.ensure_collections("fp1", 4, 3)  # the dropped generation comes back empty
+    assert again.count_models() == 0
+    again.close()
