@@ -339,4 +339,4 @@ def _plain(record: Any) -> list[float]:
     vec = record.vector
     if not isinstance(vec, list):
         raise RuntimeError(f"point {record.id} has no plain vector")
-    return [float(x) for x in vec]
+    return vec  # a list of Python floats already
