@@ -19,7 +19,7 @@ from registry.ports import VectorIndex
 from registry.services.encoders import ensure_serving
 from registry.settings import Settings
 from registry.vectors import QdrantIndex
-from registry.vectors_edge import EdgeIndex
+from registry.vectors_edge import ALIAS_FILE, EdgeIndex
 
 log = logging.getLogger(__name__)
 
@@ -50,12 +50,15 @@ def build_engine(settings: Settings, *, migrate_sqlite: bool | None = None) -> E
 
 def embedded_backend(settings: Settings) -> str:
     """Which embedded index `qdrant_path` gets without a server: 'edge' or 'local' (see
-    `Settings.vector_backend`). 'auto' keeps a folder written by qdrant-client local mode (`meta.json`)
-    on local mode, so an existing registry keeps its vectors; `locus-registry reindex` after setting
-    LOCUS_VECTOR_BACKEND=edge moves it."""
+    `Settings.vector_backend`). 'auto' keeps a folder written only by qdrant-client local mode
+    (`meta.json`, no Edge alias file) on local mode, so an existing registry keeps its vectors; setting
+    LOCUS_VECTOR_BACKEND=edge once and running `locus-registry reindex` moves it to Edge for good."""
     if settings.vector_backend != "auto":
         return settings.vector_backend
-    if settings.qdrant_path == ":memory:" or (Path(settings.qdrant_path) / "meta.json").exists():
+    if settings.qdrant_path == ":memory:":
+        return "local"
+    folder = Path(settings.qdrant_path)
+    if (folder / "meta.json").exists() and not (folder / ALIAS_FILE).exists():
         return "local"
     return "edge"
 

@@ -144,7 +144,13 @@ def test_the_embedded_backend_is_qdrant_edge_unless_a_folder_holds_local_mode_da
     old.ensure_collections("fp", 4, 3)
     old.close()
     assert embedded_backend(Settings(qdrant_path=str(tmp_path / "old"))) == "local"
-    assert embedded_backend(Settings(qdrant_path=str(tmp_path / "old"), vector_backend="edge")) == "edge"
+    moved = Settings(qdrant_path=str(tmp_path / "old"), vector_backend="edge")
+    assert embedded_backend(moved) == "edge"
+    edge = build_index(moved)  # moved to Edge once (then `reindex`): auto stays on Edge from now on
+    edge.ensure_collections("fp", 4, 3)
+    edge.set_serving_alias()
+    edge.close()
+    assert embedded_backend(Settings(qdrant_path=str(tmp_path / "old"))) == "edge"
     assert embedded_backend(Settings(qdrant_path=":memory:")) == "local"
     with pytest.raises(ValueError, match="needs a folder"):
         build_index(Settings(qdrant_path=":memory:", vector_backend="edge"))
