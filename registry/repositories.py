@@ -9,7 +9,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, Select, delete, exists, func, insert, select
+from sqlalchemy import ColumnElement, Select, String, cast, delete, exists, func, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -409,23 +409,38 @@ def upsert_evaluations(
     s.flush()
 
 
+_UUIDS: dict[str, uuid.UUID] = {}  # ids as the database spells them -> one UUID object each
+_UUIDS_MAX = 1_000_000
+
+
+def _uuid_of(raw: str) -> uuid.UUID:
+    """The UUID of an id read as text, built once per process: a model's scores name thousands of
+    question ids that recur in every read, and building a UUID from text costs more than the read."""
+    got = _UUIDS.get(raw)
+    if got is None:
+        if len(_UUIDS) >= _UUIDS_MAX:
+            _UUIDS.clear()
+        got = _UUIDS[raw] = uuid.UUID(raw)
+    return got
+
+
 def model_scores(
     s: Session, model_ids: Sequence[uuid.UUID], flt: EvaluationFilter | None = None
 ) -> dict[uuid.UUID, list[tuple[uuid.UUID, float]]]:
     """Per model its (question_id, score) pairs sorted by question id: the canonical set order.
 
-    With `flt`, only the scores of that provenance.
+    With `flt`, only the scores of that provenance. Ids are read as text (`_uuid_of`).
     """
     out: dict[uuid.UUID, list[tuple[uuid.UUID, float]]] = defaultdict(list)
     conds = _evaluation_conditions(flt)
     for part in chunks(list(model_ids), 500):
-        stmt = select(EvaluationRow.model_id, EvaluationRow.question_id, EvaluationRow.score).where(
-            EvaluationRow.model_id.in_(part), *conds
-        )
+        stmt = select(
+            cast(EvaluationRow.model_id, String), cast(EvaluationRow.question_id, String), EvaluationRow.score
+        ).where(EvaluationRow.model_id.in_(part), *conds)
         if conds:
             stmt = stmt.outerjoin(EvaluationSourceRow, EvaluationSourceRow.id == EvaluationRow.source_id)
         for mid, qid, score in s.execute(stmt):
-            out[mid].append((qid, score))
+            out[_uuid_of(mid)].append((_uuid_of(qid), score))
     for pairs in out.values():
         pairs.sort(key=lambda p: p[0])
     return dict(out)
