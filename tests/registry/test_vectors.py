@@ -137,3 +137,30 @@ def test_generations_views_and_the_serving_alias(tmp_path: Path, backend: type) 
     again.ensure_collections("fp1", 4, 3)  # the dropped generation comes back empty
     assert again.count_models() == 0
     again.close()
+
+
+def test_edge_keeps_every_acknowledged_write_through_a_hard_kill(tmp_path: Path) -> None:
+    """A process that upserts, switches the alias and dies without closing (as under SIGKILL): a new
+    process finds every point and the alias (Edge's write-ahead log)."""
+    import subprocess
+    import sys
+
+    path = str(tmp_path / "q")
+    code = (
+        "import os, uuid, numpy as np\n"
+        "from registry.ports import ModelPoint\n"
+        "from registry.vectors_edge import EdgeIndex\n"
+        f"ix = EdgeIndex(path={path!r})\n"
+        "ix.ensure_collections('fp1', 4, 3, generation=2)\n"
+        "ix.upsert_models([ModelPoint(uuid.UUID(int=i + 1), np.full(4, i, np.float32), {'status': 'active'})"
+        " for i in range(100)])\n"
+        "ix.set_serving_alias()\n"
+        "os._exit(0)\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[2])
+    ix = EdgeIndex(path=path)
+    assert ix.serving_alias() == "models_fp1_g2"
+    ix.ensure_collections("fp1", 4, 3, generation=2)
+    assert ix.count_models() == 100
+    assert names(ix.search_models(np.full(4, 7, np.float32), 1, ModelFilter(statuses=("active",)))) == [8]
+    ix.close()
