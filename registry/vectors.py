@@ -152,7 +152,46 @@ class QuestionVectorCache:
             self._vectors.clear()
 
 
-class QdrantIndex:
+class BoundCollections:
+    """What both vector adapters keep: the collections an index is bound to (one encoder fingerprint and
+    build generation), their vector sizes, and the question-vector cache of that binding."""
+
+    def __init__(self, question_cache: int) -> None:
+        self._qcache = QuestionVectorCache(question_cache)
+        self._models: str | None = None
+        self._questions: str | None = None
+        self._model_dim = 0
+        self._query_dim = 0
+        self._owner = True  # views share the storage; only the index that opened it closes it
+        self.generation = 0
+
+    @property
+    def models_collection(self) -> str:
+        if self._models is None:
+            raise RuntimeError("call ensure_collections(fingerprint, ...) first")
+        return self._models
+
+    @property
+    def questions_collection(self) -> str:
+        if self._questions is None:
+            raise RuntimeError("call ensure_collections(fingerprint, ...) first")
+        return self._questions
+
+    def _bind(self, fingerprint: str, model_dim: int, query_dim: int, generation: int) -> None:
+        self._models, self._questions = collection_names(fingerprint, generation)
+        self.generation = generation
+        self._qcache.clear()
+        self._model_dim, self._query_dim = model_dim, query_dim
+
+    def _as_view(self, other: BoundCollections) -> None:
+        """Make `other` (created without __init__) a view sharing this index's storage, with its own
+        binding and question cache."""
+        other.__dict__.update(self.__dict__)
+        other._owner = False
+        other._qcache = QuestionVectorCache(self._qcache.size)
+
+
+class QdrantIndex(BoundCollections):
     """The registry's vector index on Qdrant (local mode, in memory, or a server)."""
 
     def __init__(
@@ -183,39 +222,18 @@ class QdrantIndex:
         self._lock: contextlib.AbstractContextManager[Any] = (
             threading.RLock() if self.local else contextlib.nullcontext()
         )
-        self._qcache = QuestionVectorCache(question_cache)
-        self._models: str | None = None
-        self._questions: str | None = None
-        self._model_dim = 0
-        self._query_dim = 0
-        self._owner = True  # views share the client; only the index that made it closes it
-        self.generation = 0
+        super().__init__(question_cache)
 
     # ------------------------------------------------------------ lifecycle
-
-    @property
-    def models_collection(self) -> str:
-        if self._models is None:
-            raise RuntimeError("call ensure_collections(fingerprint, ...) first")
-        return self._models
-
-    @property
-    def questions_collection(self) -> str:
-        if self._questions is None:
-            raise RuntimeError("call ensure_collections(fingerprint, ...) first")
-        return self._questions
 
     def ensure_collections(
         self, fingerprint: str, model_dim: int, query_dim: int, generation: int = 0
     ) -> None:
         """Create (if absent) and select the collections of this encoder (and build generation)."""
-        self._models, self._questions = collection_names(fingerprint, generation)
-        self.generation = generation
-        self._qcache.clear()
-        self._model_dim, self._query_dim = model_dim, query_dim
+        self._bind(fingerprint, model_dim, query_dim, generation)
         with self._lock:
-            self._create(self._models, model_dim, payload_indexes=True)
-            self._create(self._questions, query_dim, payload_indexes=False)
+            self._create(self.models_collection, model_dim, payload_indexes=True)
+            self._create(self.questions_collection, query_dim, payload_indexes=False)
 
     def _create(self, name: str, dim: int, *, payload_indexes: bool) -> None:
         try:
@@ -272,9 +290,7 @@ class QdrantIndex:
         """Another index on the same client (and lock), bound to another encoder's collections: the
         serving switch and background builds use views so a request never sees a half-switched index."""
         other = QdrantIndex.__new__(QdrantIndex)
-        other.__dict__.update(self.__dict__)
-        other._owner = False
-        other._qcache = QuestionVectorCache(self._qcache.size)
+        self._as_view(other)
         other.ensure_collections(fingerprint, model_dim, query_dim, generation)
         return other
 

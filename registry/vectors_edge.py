@@ -34,8 +34,8 @@ from registry.vectors import (
     PAYLOAD_INDEXES,
     SERVING_ALIASES,
     UPSERT_BATCH,
+    BoundCollections,
     FilterTerm,
-    QuestionVectorCache,
     _as_list,
     collection_names,
     filter_terms,
@@ -142,34 +142,16 @@ class _Shards:
             os.replace(tmp, self.root / ALIAS_FILE)
 
 
-class EdgeIndex:
+class EdgeIndex(BoundCollections):
     """The registry's vector index on Qdrant Edge, in this process, stored under `path`."""
 
     def __init__(self, *, path: str, question_cache: int = 200_000) -> None:
         root = Path(path)
         root.mkdir(parents=True, exist_ok=True)
         self._shards = _Shards(root)
-        self._qcache = QuestionVectorCache(question_cache)
-        self._models: str | None = None
-        self._questions: str | None = None
-        self._model_dim = 0
-        self._query_dim = 0
-        self._owner = True  # views share the shards; only the index that opened them closes them
-        self.generation = 0
+        super().__init__(question_cache)
 
     # ------------------------------------------------------------ lifecycle
-
-    @property
-    def models_collection(self) -> str:
-        if self._models is None:
-            raise RuntimeError("call ensure_collections(fingerprint, ...) first")
-        return self._models
-
-    @property
-    def questions_collection(self) -> str:
-        if self._questions is None:
-            raise RuntimeError("call ensure_collections(fingerprint, ...) first")
-        return self._questions
 
     def _model_shard(self) -> Any:
         return self._shards.get(self.models_collection, self._model_dim, payload_indexes=True)
@@ -181,19 +163,14 @@ class EdgeIndex:
         self, fingerprint: str, model_dim: int, query_dim: int, generation: int = 0
     ) -> None:
         """Create (if absent) and select the collections of this encoder (and build generation)."""
-        self._models, self._questions = collection_names(fingerprint, generation)
-        self.generation = generation
-        self._qcache.clear()
-        self._model_dim, self._query_dim = model_dim, query_dim
+        self._bind(fingerprint, model_dim, query_dim, generation)
         self._model_shard()
         self._question_shard()
 
     def view(self, fingerprint: str, model_dim: int, query_dim: int, generation: int = 0) -> EdgeIndex:
         """Another index on the same shards (and lock), bound to another encoder's collections."""
         other = EdgeIndex.__new__(EdgeIndex)
-        other.__dict__.update(self.__dict__)
-        other._owner = False
-        other._qcache = QuestionVectorCache(self._qcache.size)
+        self._as_view(other)
         other.ensure_collections(fingerprint, model_dim, query_dim, generation)
         return other
 
