@@ -98,8 +98,14 @@ class _Shards:
                 try:
                     shard = qe.EdgeShard.load(str(folder), self.config(dim))
                 except Exception as exc:
+                    if "WouldBlock" in str(exc):  # the write-ahead log is locked by another opener
+                        raise RuntimeError(
+                            f"the vector index folder {self.root} is in use by another process (a running "
+                            "server?): run imports and reindexing as jobs of that server, stop it first, "
+                            "or use a Qdrant server (LOCUS_QDRANT_URL) for concurrent access"
+                        ) from exc
                     raise RuntimeError(
-                        f"Qdrant Edge collection {name!r} does not hold {dim}-d vectors: {exc}"
+                        f"cannot open Qdrant Edge collection {name!r} as {dim}-d vectors: {exc}"
                     ) from exc
             else:
                 shard = qe.EdgeShard.create(str(folder), self.config(dim))

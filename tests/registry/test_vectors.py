@@ -139,6 +139,17 @@ def test_generations_views_and_the_serving_alias(tmp_path: Path, backend: type) 
     again.close()
 
 
+def test_a_second_opener_of_an_edge_folder_is_told_it_is_in_use(tmp_path: Path) -> None:
+    first = EdgeIndex(path=str(tmp_path / "q"))
+    first.ensure_collections("fp1", 4, 3)
+    with pytest.raises(RuntimeError, match="in use by another process"):
+        EdgeIndex(path=str(tmp_path / "q")).ensure_collections("fp1", 4, 3)
+    first.close()
+    again = EdgeIndex(path=str(tmp_path / "q"))  # free once the first closed it
+    again.ensure_collections("fp1", 4, 3)
+    again.close()
+
+
 def test_edge_keeps_every_acknowledged_write_through_a_hard_kill(tmp_path: Path) -> None:
     """A process that upserts, switches the alias and dies without closing (as under SIGKILL): a new
     process finds every point and the alias (Edge's write-ahead log)."""
