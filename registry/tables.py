@@ -18,6 +18,7 @@ from sqlalchemy import (
     Dialect,
     Float,
     ForeignKey,
+    Index,
     Integer,
     MetaData,
     String,
@@ -139,11 +140,15 @@ class EvaluationRow(Base):
     """The score of one model on one question; sending the pair again replaces the score."""
 
     __tablename__ = "evaluations"
-    __table_args__ = (CheckConstraint("score >= 0 AND score <= 1", name="score"),)
+    __table_args__ = (
+        CheckConstraint("score >= 0 AND score <= 1", name="score"),
+        # Covers the per-question score totals `similar` re-reads after every write (index-only scan).
+        Index("ix_evaluations_question_score", "question_id", "score"),
+    )
 
     model_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"), primary_key=True)
     question_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("questions.id", ondelete="CASCADE"), primary_key=True, index=True
+        ForeignKey("questions.id", ondelete="CASCADE"), primary_key=True
     )
     score: Mapped[float] = mapped_column(Float)
     source: Mapped[str | None] = mapped_column(String(200))
