@@ -470,6 +470,15 @@ def model_scores_on(
     return dict(out)
 
 
+def embedding_states(s: Session) -> dict[uuid.UUID, tuple[str, int, str]]:
+    """Every embedded model's (fingerprint, n_evaluations, updated_at as text): a model's scores change
+    only together with this state (every write that changes scores re-embeds), so caches of per-model
+    data keep what it has not changed."""
+    e = EmbeddingStateRow
+    stmt = select(cast(e.model_id, String), e.fingerprint, e.n_evaluations, cast(e.updated_at, String))
+    return {_uuid_of(m): (fp, int(n), str(at)) for m, fp, n, at in s.execute(stmt)}
+
+
 def question_score_totals(
     s: Session, question_ids: Sequence[uuid.UUID]
 ) -> dict[uuid.UUID, tuple[float, int, str | None, str | None]]:

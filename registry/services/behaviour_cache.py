@@ -1,9 +1,16 @@
 """`similar`'s per-process cache of behaviour inputs (see `registry.services.similarity`): per model its
 scores, reference questions, embedding and fitted item-response profile, and the score totals of the
-questions in play, valid for one key (encoder fingerprint and registry version)."""
+questions in play, for one key (encoder fingerprint and registry version).
+
+When the registry version changes (any write), what depends on every model's scores is dropped (question
+totals, fitted profiles, the reference questions' difficulties), and a model's own scores, reference
+questions and embedding are kept if its embedding state (`repositories.embedding_states`: every write
+that changes a model's scores re-embeds it) is the one they were read under. A registration every few
+hundred ms then costs the next requests the totals and the fits, not every model's scores again."""
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import uuid
 from collections import OrderedDict
@@ -49,6 +56,8 @@ class BehaviourCache:
     max_models: int = 20_000
     key: tuple[object, ...] | None = None
     generation: int = 0
+    # Each model's embedding state when this key was set: what its kept entries were read under.
+    states: dict[uuid.UUID, tuple[str, int, str]] = field(default_factory=dict)
     qindex: dict[uuid.UUID, int] = field(default_factory=dict)
     qlist: list[uuid.UUID] = field(default_factory=list)  # question id of each cache question number
     items: dict[uuid.UUID, tuple[float, int, str | None, str | None]] = field(default_factory=dict)
@@ -58,16 +67,28 @@ class BehaviourCache:
     vectors: OrderedDict[uuid.UUID, np.ndarray] = field(default_factory=OrderedDict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def reset(self, key: tuple[object, ...]) -> None:
+    def reset(self, key: tuple[object, ...], states: dict[uuid.UUID, tuple[str, int, str]]) -> None:
+        """Move to a new key: keep each model's own entries whose embedding state is unchanged (same
+        storage and encoder: the key's first two parts), drop everything else."""
+        same_encoder = self.key is not None and self.key[:2] == key[:2]
         self.key = key
         self.generation += 1
-        self.qindex.clear()
-        self.qlist.clear()
         self.items.clear()
         self.responses.clear()
-        self.scores.clear()
-        self.refs.clear()
-        self.vectors.clear()
+        if not same_encoder:
+            self.qindex.clear()
+            self.qlist.clear()
+            self.scores.clear()
+            self.refs.clear()
+            self.vectors.clear()
+        else:
+            old = self.states
+            for store in (self.scores, self.refs, self.vectors):
+                for m in [m for m in store if old.get(m) != states.get(m)]:
+                    del store[m]
+            for m, ref in self.refs.items():  # a copy: requests of the old key may still read the old
+                self.refs[m] = dataclasses.replace(ref, items=None)
+        self.states = states
 
     def store(self, model_id: uuid.UUID, pairs: list[tuple[uuid.UUID, float]]) -> Scores:
         idx = np.empty(len(pairs), np.int64)

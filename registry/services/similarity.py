@@ -120,8 +120,13 @@ def _evidence_cached(ctx: Context, model_id: uuid.UUID, others: list[uuid.UUID])
     with ctx.session_factory() as s:
         key = (id(ctx.session_factory), ctx.embedder.fingerprint, repo.registry_version(s))
         with cache.lock:
-            if cache.key != key:
-                cache.reset(key)
+            current = cache.key == key
+        if not current:
+            states = repo.embedding_states(s)  # read before any entry of the new key (see the cache doc)
+            with cache.lock:
+                if cache.key != key:
+                    cache.reset(key, states)
+        with cache.lock:
             generation = cache.generation
             missing = [m for m in ids if m not in cache.scores]
             reference = cache.refs.get(model_id)

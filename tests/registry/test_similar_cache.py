@@ -75,6 +75,30 @@ def test_a_score_write_changes_the_cached_evidence(ctx: Context) -> None:
     assert_cached_as_uncached(ctx, ids)
 
 
+def test_a_write_keeps_the_cached_scores_of_the_models_it_did_not_change(ctx: Context) -> None:
+    """After a write, the next request re-reads only the written model's scores (and the totals and fits
+    every model's scores feed), and still answers exactly as reading everything from SQL."""
+    from registry.services.behaviour_cache import cache_of
+
+    ids = register(ctx)
+    services.similar_models(ctx, ids[0], k=6)
+    cache = cache_of(ctx)
+    before = dict(cache.scores)
+    assert set(before) == set(ids)
+    services.add_evaluations(ctx, ids[1], [EvaluationIn(question=f"q{i}", score=1.0) for i in range(N_Q)])
+    with ctx.session_factory() as s:  # every other model is deleted from under a cached entry too
+        s.delete(repo.get_model(s, ids[2]))
+        s.commit()
+    services.similar_models(ctx, ids[0], k=6)
+    after = cache.scores
+    assert all(after[m] is before[m] for m in ids if m not in (ids[1], ids[2]))  # kept, not re-read
+    assert after[ids[1]] is not before[ids[1]] and len(after[ids[1]].scores) == N_Q  # re-read: new scores
+    # the deleted model's vector is still a candidate (an orphan): its entry is read again, now empty
+    assert ids[2] not in after or (after[ids[2]] is not before[ids[2]] and not len(after[ids[2]].scores))
+    assert cache.responses.get(ids[0]) is not None  # refitted under the new question totals
+    assert_cached_as_uncached(ctx, [m for m in ids if m != ids[2]])
+
+
 @pytest.mark.parametrize("rank_by", ["behaviour", "embedding"])
 def test_orphan_vectors_are_skipped_and_an_orphan_model_is_not_found(ctx: Context, rank_by: str) -> None:
     """A vector whose SQL row is gone (a failed delete) is never answered, even when it ranks first; a
