@@ -13,7 +13,9 @@ from), each model scored 0/1 on 96 of 128 registered questions (so `similar`'s b
 shared questions and predicted profiles to compare). Requests: similar = GET /v1/models/{id}/similar?k=10,
 fallbacks = GET /v1/models/{id}/fallbacks, route = POST /v1/route with one new query text per request (so
 the query encoder runs each time) over every model, route_100 = the same over 100 named candidates,
-register = POST /v1/models with 128 evaluations of registered questions. Writes
+register = POST /v1/models with 128 evaluations of registered questions, similar_during_writes = similar
+(on other models) while one more client registers a model every 0.2 s (what a registry taking
+registrations serves; the registrations made are reported). Writes
 benchmarks/results/load.json and prints a table.
 """
 
@@ -43,6 +45,7 @@ from benchmarks.api import TOPICS, free_port, seed_direct
 N_QUESTIONS = 128
 EVALUATED = 96  # questions each seeded model is scored on
 ROUTE_CANDIDATES = 100  # the route_100 phase: one query over this many named candidates
+WRITE_EVERY = 0.2  # the similar_during_writes phase: one registration every this many seconds
 
 
 # ------------------------------------------------------------------ the minimal baseline server
@@ -286,6 +289,12 @@ def run_pool(n_models: int, args: argparse.Namespace) -> dict[str, Any]:
                     ],
                 },
             ),
+            # similar again, on other models, while one more client registers a model every WRITE_EVERY s
+            "similar_during_writes": lambda n: (
+                "GET",
+                f"/v1/models/{ids[picks[n + 500_000]]}/similar?k=10",
+                None,
+            ),
         }
         port = free_port()
         with serve(["-m", "api", "serve", "--port", str(port)], env, port) as url:
@@ -293,9 +302,13 @@ def run_pool(n_models: int, args: argparse.Namespace) -> dict[str, Any]:
                 if name not in args.phases:
                     continue
                 load(url, make, concurrency=args.concurrency, duration=2, headers=_auth(key))  # warm-up
-                out[name] = load(
-                    url, make, concurrency=args.concurrency, duration=args.duration, headers=_auth(key)
-                )
+                with writing(url, key, keys, name == "similar_during_writes") as writes:
+                    out[name] = load(
+                        url, make, concurrency=args.concurrency, duration=args.duration, headers=_auth(key)
+                    )
+                if name == "similar_during_writes":
+                    out[name]["writes"] = writes[0]
+                    out[name]["writes_per_s"] = writes[0] / args.duration
                 print(f"  {n_models} models {name}: {_row(out[name])}", flush=True)
         port = free_port()
         code = f"import uvicorn; from benchmarks.load import baseline_app; from pathlib import Path; uvicorn.run(baseline_app(Path({str(vectors_file)!r})), host='127.0.0.1', port={port}, log_level='warning', access_log=False)"  # noqa: E501
@@ -308,6 +321,38 @@ def run_pool(n_models: int, args: argparse.Namespace) -> dict[str, Any]:
             out["minimal_knn"] = load(url, make_base, concurrency=args.concurrency, duration=args.duration)
             print(f"  {n_models} models minimal k-NN: {_row(out['minimal_knn'])}", flush=True)
     return out
+
+
+@contextlib.contextmanager
+def writing(url: str, key: str, keys: list[str], active: bool) -> Iterator[list[int]]:
+    """While the block runs (if `active`), one client registers a model (128 evaluations) every
+    WRITE_EVERY seconds; yields the count of registrations, final when the block ends."""
+    count = [0]
+    stop = threading.Event()
+
+    def writer() -> None:
+        with httpx.Client(base_url=url, headers=_auth(key), timeout=60) as client:
+            while not stop.wait(WRITE_EVERY):
+                body = {
+                    "name": f"write-{uuid.uuid4().hex}",
+                    "provider": "load",
+                    "evaluations": [
+                        {"question": k, "score": float((count[0] + i) % 5) / 4} for i, k in enumerate(keys)
+                    ],
+                }
+                r = client.post("/v1/models", json=body)
+                r.raise_for_status()
+                count[0] += 1
+
+    th = threading.Thread(target=writer, daemon=True)
+    if active:
+        th.start()
+    try:
+        yield count
+    finally:
+        stop.set()
+        if active:
+            th.join()
 
 
 def profile(n_models: int, calls: int, top: int = 15) -> dict[str, Any]:
@@ -442,7 +487,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--phases",
         nargs="+",
-        default=["similar", "fallbacks", "route", "route_100", "register"],
+        default=["similar", "fallbacks", "route", "route_100", "register", "similar_during_writes"],
         help="registry phases",
     )
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "load.json")
