@@ -514,13 +514,13 @@ def main(argv: list[str] | None = None) -> int:
         results["profile"] = profile(args.models[0], args.profile)
     write_json(args.out, results)
 
-    print(f"\n{'models':>7} {'endpoint':<12} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}")
+    print(f"\n{'models':>7} {'endpoint':<22} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}")
     for n, pool in results["pools"].items():
         for name, r in pool.items():
             cells = f"{r['req_per_s']:8.1f} {r['p50_ms']:8.1f} {r['p99_ms']:8.1f} {r['errors']:7d}"
-            print(f"{n:>7} {name:<12} {cells}")
+            print(f"{n:>7} {name:<22} {cells}")
     q = results["query_encoder"]
-    print(f"{'-':>7} {'encoder':<12} {q['req_per_s']:8.1f} {q['p50_ms']:8.1f} {q['p99_ms']:8.1f} {'-':>7}")
+    print(f"{'-':>7} {'encoder':<22} {q['req_per_s']:8.1f} {q['p50_ms']:8.1f} {q['p99_ms']:8.1f} {'-':>7}")
     print(f"wrote {args.out}")
     return 0
 
