@@ -6,11 +6,16 @@ When the registry version changes (any write), what depends on every model's sco
 totals, fitted profiles, the reference questions' difficulties), and a model's own scores, reference
 questions and embedding are kept if its embedding state (`repositories.embedding_states`: every write
 that changes a model's scores re-embeds it) is the one they were read under. A registration every few
-hundred ms then costs the next requests the totals and the fits, not every model's scores again."""
+hundred ms then costs the next requests the totals and the fits, not every model's scores again.
+
+After a write, one request at a time (`refresh_lock`) reads the embedding states and the question totals,
+the latter for the questions in play before the write as well as its own, so the requests that arrive
+together after a write wait for one read instead of each making the same one."""
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import threading
 import uuid
 from collections import OrderedDict
@@ -47,6 +52,9 @@ class Scores:
     uscores: np.ndarray  # (n,) float64
 
 
+PREFETCH_QUESTIONS = 4096  # at most this many questions of the previous key are read again with the first
+
+
 @dataclass
 class BehaviourCache:
     """One process's cached behaviour inputs for one registry: per model its scores and reference,
@@ -58,6 +66,8 @@ class BehaviourCache:
     generation: int = 0
     # Each model's embedding state when this key was set: what its kept entries were read under.
     states: dict[uuid.UUID, tuple[str, int, str]] = field(default_factory=dict)
+    # Questions whose totals were cached under the previous key: read again with the first totals read.
+    previous: list[uuid.UUID] = field(default_factory=list)
     qindex: dict[uuid.UUID, int] = field(default_factory=dict)
     qlist: list[uuid.UUID] = field(default_factory=list)  # question id of each cache question number
     items: dict[uuid.UUID, tuple[float, int, str | None, str | None]] = field(default_factory=dict)
@@ -66,6 +76,7 @@ class BehaviourCache:
     refs: OrderedDict[uuid.UUID, Reference] = field(default_factory=OrderedDict)
     vectors: OrderedDict[uuid.UUID, np.ndarray] = field(default_factory=OrderedDict)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    refresh_lock: threading.Lock = field(default_factory=threading.Lock)  # taken before `lock`, never inside
 
     def reset(self, key: tuple[object, ...], states: dict[uuid.UUID, tuple[str, int, str]]) -> None:
         """Move to a new key: keep each model's own entries whose embedding state is unchanged (same
@@ -73,6 +84,7 @@ class BehaviourCache:
         same_encoder = self.key is not None and self.key[:2] == key[:2]
         self.key = key
         self.generation += 1
+        self.previous = list(itertools.islice(self.items, PREFETCH_QUESTIONS))
         self.items.clear()
         self.responses.clear()
         if not same_encoder:

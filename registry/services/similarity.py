@@ -42,7 +42,7 @@ from registry.errors import NotFound
 from registry.ports import ModelFilter
 from registry.schemas import EvaluationFilter, SimilarModel
 from registry.services import response
-from registry.services.behaviour_cache import Reference, cache_of
+from registry.services.behaviour_cache import BehaviourCache, Reference, cache_of
 from registry.services.common import question_phi, to_model_read
 from registry.services.context import Context
 
@@ -122,10 +122,14 @@ def _evidence_cached(ctx: Context, model_id: uuid.UUID, others: list[uuid.UUID])
         with cache.lock:
             current = cache.key == key
         if not current:
-            states = repo.embedding_states(s)  # read before any entry of the new key (see the cache doc)
-            with cache.lock:
-                if cache.key != key:
-                    cache.reset(key, states)
+            with cache.refresh_lock:  # one request reads the states; the others wait for its reset
+                with cache.lock:
+                    current = cache.key == key
+                if not current:
+                    states = repo.embedding_states(s)  # read before any entry of the new key
+                    with cache.lock:
+                        if cache.key != key:
+                            cache.reset(key, states)
         with cache.lock:
             generation = cache.generation
             missing = [m for m in ids if m not in cache.scores]
@@ -166,8 +170,7 @@ def _evidence_cached(ctx: Context, model_id: uuid.UUID, others: list[uuid.UUID])
     if stale:
         return _evidence_uncached(ctx, model_id, others, None)
     if len(stats) < len(want):
-        with ctx.session_factory() as s:
-            stats.update(repo.question_score_totals(s, [q for q in want if q not in stats]))
+        stats.update(_question_totals(ctx, cache, generation, [q for q in want if q not in stats]))
     for m, (qs, ys) in to_fit.items():
         fitted[m] = response.fit(qs, ys, stats)
     if reference.items is None:
@@ -191,6 +194,28 @@ def _evidence_cached(ctx: Context, model_id: uuid.UUID, others: list[uuid.UUID])
             row[order[loc[hit]]] = e.scores[hit]
         aligned[m] = row
     return _Evidence(reference, aligned, fitted)
+
+
+def _question_totals(
+    ctx: Context, cache: BehaviourCache, generation: int, need: list[uuid.UUID]
+) -> dict[uuid.UUID, tuple[float, int, str | None, str | None]]:
+    """Totals of these questions: from what another request read meanwhile, else one read that also
+    covers the questions in play before the last write (one request at a time: see the cache doc)."""
+    with cache.refresh_lock:
+        with cache.lock:
+            current = cache.generation == generation
+            out = {q: st for q in need if (st := cache.items.get(q)) is not None}
+            extra = [q for q in cache.previous if q not in cache.items] if current else []
+        rest = [q for q in need if q not in out]
+        if rest:
+            with ctx.session_factory() as s:
+                read = repo.question_score_totals(s, list(dict.fromkeys([*rest, *extra])))
+            out.update({q: read[q] for q in rest if q in read})
+            with cache.lock:
+                if cache.generation == generation:
+                    cache.items.update(read)
+                    cache.previous = []
+    return out
 
 
 def _vectors_cached(ctx: Context, ids: list[uuid.UUID]) -> dict[uuid.UUID, np.ndarray]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -97,6 +98,30 @@ def test_a_write_keeps_the_cached_scores_of_the_models_it_did_not_change(ctx: Co
     assert ids[2] not in after or (after[ids[2]] is not before[ids[2]] and not len(after[ids[2]].scores))
     assert cache.responses.get(ids[0]) is not None  # refitted under the new question totals
     assert_cached_as_uncached(ctx, [m for m in ids if m != ids[2]])
+
+
+def test_requests_arriving_together_after_a_write_read_the_question_totals_once(
+    ctx: Context, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    ids = register(ctx)
+    for m in ids:  # warm: every question's totals are in play
+        services.similar_models(ctx, m, k=3)
+    services.add_evaluations(ctx, ids[1], [EvaluationIn(question=f"q{i}", score=0.0) for i in range(N_Q)])
+    reads: list[int] = []
+    real = repo.question_score_totals
+
+    def counted(s: Any, qids: Any) -> Any:
+        reads.append(len(qids))
+        return real(s, qids)
+
+    monkeypatch.setattr(repo, "question_score_totals", counted)
+    with ThreadPoolExecutor(len(ids)) as pool:
+        list(pool.map(lambda m: services.similar_models(ctx, m, k=3), ids))
+    assert reads == [N_Q]  # one read, of every question in play before the write
+    monkeypatch.setattr(repo, "question_score_totals", real)
+    assert_cached_as_uncached(ctx, ids)
 
 
 @pytest.mark.parametrize("rank_by", ["behaviour", "embedding"])
