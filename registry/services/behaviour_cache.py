@@ -14,7 +14,6 @@ together after a write wait for one read instead of each making the same one."""
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import threading
 import uuid
@@ -39,6 +38,7 @@ class Reference:
     phi: np.ndarray  # (len(ref), query_dim)
     qidx: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # cache question numbers
     items: response.ReferenceItems | None = None  # difficulties and groups of `qids`, once per version
+    items_generation: int = -1  # the cache generation `items` were computed in (stale in any other)
 
 
 @dataclass
@@ -93,13 +93,13 @@ class BehaviourCache:
             self.scores.clear()
             self.refs.clear()
             self.vectors.clear()
-        else:
+        else:  # a kept reference's `items` belong to the old generation (`items_generation`)
             old = self.states
+            changed = {m for m, st in states.items() if old.get(m) != st}
+            changed.update(m for m in old if m not in states)
             for store in (self.scores, self.refs, self.vectors):
-                for m in [m for m in store if old.get(m) != states.get(m)]:
-                    del store[m]
-            for m, ref in self.refs.items():  # a copy: requests of the old key may still read the old
-                self.refs[m] = dataclasses.replace(ref, items=None)
+                for m in changed:
+                    store.pop(m, None)
         self.states = states
 
     def store(self, model_id: uuid.UUID, pairs: list[tuple[uuid.UUID, float]]) -> Scores:

@@ -86,6 +86,7 @@ class _Evidence:
     reference: Reference
     aligned: dict[uuid.UUID, np.ndarray]
     responses: dict[uuid.UUID, response.FittedResponse]
+    items: response.ReferenceItems  # the reference questions' difficulties and groups, this version
 
 
 def _evidence_uncached(
@@ -109,7 +110,7 @@ def _evidence_uncached(
         for m, pairs in own.items()
     }
     reference.items = response.reference_items(reference.qids, stats)
-    return _Evidence(reference, aligned, responses)
+    return _Evidence(reference, aligned, responses, reference.items)
 
 
 def _evidence_cached(ctx: Context, model_id: uuid.UUID, others: list[uuid.UUID]) -> _Evidence:
@@ -164,7 +165,9 @@ def _evidence_cached(ctx: Context, model_id: uuid.UUID, others: list[uuid.UUID])
                     pos = _evidence_sample(m, len(entries[m].uidx))
                     to_fit[m] = ([cache.qlist[i] for i in entries[m].uidx[pos]], entries[m].uscores[pos])
             want = {q for qs, _ in to_fit.values() for q in qs}
-            if reference.items is None:  # the reference's totals: once per model and version
+            # the reference's totals: once per model and version (a kept reference's are from the last)
+            items = reference.items if reference.items_generation == generation else None
+            if items is None:
                 want.update(reference.qids)
             stats = {q: st for q in want if (st := cache.items.get(q)) is not None}
     if stale:
@@ -173,11 +176,12 @@ def _evidence_cached(ctx: Context, model_id: uuid.UUID, others: list[uuid.UUID])
         stats.update(_question_totals(ctx, cache, generation, [q for q in want if q not in stats]))
     for m, (qs, ys) in to_fit.items():
         fitted[m] = response.fit(qs, ys, stats)
-    if reference.items is None:
-        reference.items = response.reference_items(reference.qids, stats)  # same value in any thread
+    if items is None:  # this request's own copy: a request of another generation may share `reference`
+        items = response.reference_items(reference.qids, stats)
     with cache.lock:
         if cache.generation != generation:
             return _evidence_uncached(ctx, model_id, others, None)
+        reference.items, reference.items_generation = items, generation
         cache.items.update(stats)
         for m in to_fit:
             cache.responses[m] = fitted[m]
@@ -193,7 +197,7 @@ def _evidence_cached(ctx: Context, model_id: uuid.UUID, others: list[uuid.UUID])
             hit = sorted_q[loc] == e.qidx
             row[order[loc[hit]]] = e.scores[hit]
         aligned[m] = row
-    return _Evidence(reference, aligned, fitted)
+    return _Evidence(reference, aligned, fitted, items)
 
 
 def _question_totals(
@@ -337,8 +341,7 @@ def _rank(
     mine = ev.responses.get(model_id)
     scored = [m for m in others if m in ev.responses]
     if mine is not None and scored:
-        assert reference.items is not None  # both evidence paths set it
-        got = response.distances(mine, [ev.responses[m] for m in scored], reference.items)
+        got = response.distances(mine, [ev.responses[m] for m in scored], ev.items)
         resp = {m: float(d) for m, d in zip(scored, got, strict=True) if np.isfinite(d)}
     out: list[tuple[uuid.UUID, float, dict[str, Any]]] = []
     for m, distance in candidates:
