@@ -476,7 +476,7 @@ def embedding_states(s: Session) -> dict[uuid.UUID, tuple[str, int, str]]:
     data keep what it has not changed."""
     e = EmbeddingStateRow
     stmt = select(cast(e.model_id, String), e.fingerprint, e.n_evaluations, cast(e.updated_at, String))
-    return {_uuid_of(m): (fp, int(n), str(at)) for m, fp, n, at in s.execute(stmt)}
+    return {_uuid_of(m): (fp, int(n), at) for m, fp, n, at in s.execute(stmt)}
 
 
 def question_score_totals(

@@ -369,7 +369,7 @@ class QdrantIndex(BoundCollections):
 
     def upsert_models(self, points: Sequence[ModelPoint]) -> None:
         structs = [
-            qm.PointStruct(id=str(p.id), vector=_as_list(p.vector, self._model_dim), payload=p.payload)
+            qm.PointStruct(id=str(p.id), vector=checked_list(p.vector, self._model_dim), payload=p.payload)
             for p in points
         ]
         self._upsert(self.models_collection, structs)
@@ -381,7 +381,7 @@ class QdrantIndex(BoundCollections):
         """The k nearest models (ascending Euclidean distance) that satisfy the filter."""
         if k <= 0:
             return []
-        query = _as_list(vector, self._model_dim)
+        query = checked_list(vector, self._model_dim)
         if _only_excludes(flt):
             # Local mode evaluates filters point by point in Python; an id exclusion is cheaper
             # done here on a slightly longer unfiltered result.
@@ -435,7 +435,7 @@ class QdrantIndex(BoundCollections):
         if len(ids) != len(vectors):
             raise ValueError(f"{len(ids)} question ids for {len(vectors)} vectors")
         structs = [
-            qm.PointStruct(id=str(i), vector=_as_list(v, self._query_dim))
+            qm.PointStruct(id=str(i), vector=checked_list(v, self._query_dim))
             for i, v in zip(ids, vectors, strict=True)
         ]
         self._upsert(self.questions_collection, structs)
@@ -492,7 +492,7 @@ class QdrantIndex(BoundCollections):
                 return
 
 
-def _as_list(vector: np.ndarray, dim: int) -> list[float]:
+def checked_list(vector: np.ndarray, dim: int) -> list[float]:
     v = np.asarray(vector, dtype=np.float32).reshape(-1)
     if v.shape[0] != dim:
         raise ValueError(f"vector has {v.shape[0]} dimensions, the collection expects {dim}")

@@ -36,7 +36,7 @@ from registry.vectors import (
     UPSERT_BATCH,
     BoundCollections,
     FilterTerm,
-    _as_list,
+    checked_list,
     collection_names,
     filter_terms,
 )
@@ -80,7 +80,8 @@ class _Shards:
         self.open: dict[str, tuple[Any, int]] = {}  # collection -> (shard, vector size)
         self.lock = threading.RLock()
 
-    def config(self, dim: int) -> Any:
+    @staticmethod
+    def config(dim: int) -> Any:
         return qe.EdgeConfig(vectors=qe.EdgeVectorParams(size=dim, distance=qe.Distance.Euclid))
 
     def get(self, name: str, dim: int, *, payload_indexes: bool) -> Any:
@@ -224,7 +225,9 @@ class EdgeIndex(BoundCollections):
     # ------------------------------------------------------------ models
 
     def upsert_models(self, points: Sequence[ModelPoint]) -> None:
-        structs = [qe.Point(str(p.id), _as_list(p.vector, self._model_dim), dict(p.payload)) for p in points]
+        structs = [
+            qe.Point(str(p.id), checked_list(p.vector, self._model_dim), dict(p.payload)) for p in points
+        ]
         self._upsert(self._model_shard(), structs)
 
     def delete_models(self, ids: Sequence[uuid.UUID]) -> None:
@@ -237,7 +240,7 @@ class EdgeIndex(BoundCollections):
         hits = self._model_shard().query(
             qe.QueryRequest(
                 limit=k,
-                query=qe.Query.Nearest(_as_list(vector, self._model_dim)),
+                query=qe.Query.Nearest(checked_list(vector, self._model_dim)),
                 filter=to_edge_filter(flt),
                 with_payload=False,
                 with_vector=False,
@@ -270,7 +273,9 @@ class EdgeIndex(BoundCollections):
     def upsert_questions(self, ids: Sequence[uuid.UUID], vectors: np.ndarray) -> None:
         if len(ids) != len(vectors):
             raise ValueError(f"{len(ids)} question ids for {len(vectors)} vectors")
-        structs = [qe.Point(str(i), _as_list(v, self._query_dim)) for i, v in zip(ids, vectors, strict=True)]
+        structs = [
+            qe.Point(str(i), checked_list(v, self._query_dim)) for i, v in zip(ids, vectors, strict=True)
+        ]
         self._upsert(self._question_shard(), structs)
         self._qcache.remember(dict(zip(ids, np.asarray(vectors, dtype=np.float32), strict=True)))
 

@@ -14,7 +14,7 @@ import numpy as np
 from sqlalchemy.orm import Session
 
 from registry import repositories as repo
-from registry.errors import IndexUnavailable, PayloadTooLarge, RegistryError
+from registry.errors import IndexUnavailable, NotFound, PayloadTooLarge, RegistryError
 from registry.ports import ModelPoint
 from registry.schemas import EmbeddingRead, ModelRead
 from registry.services.context import Context
@@ -97,6 +97,27 @@ def to_model_read(row: ModelRow | repo.ModelRecord, vector: np.ndarray | None = 
         updated_at=row.updated_at,
         embedding=emb,
     )
+
+
+def registered_records(
+    s: Session, of: uuid.UUID | None, ordered: Sequence[uuid.UUID], k: int
+) -> tuple[dict[uuid.UUID, repo.ModelRecord], list[uuid.UUID]]:
+    """Records of model `of` (NotFound if it is not registered) and of the first k ids of `ordered` that
+    are registered, read in pages of what is still missing: an id without a row is an orphan vector left
+    by a failed delete, skipped so that it does not cost the answer a place. Returns the records and
+    those first k ids, in order."""
+    rows: dict[uuid.UUID, repo.ModelRecord] = {}
+    chosen: list[uuid.UUID] = []
+    want, start = ([of] if of is not None else []), 0
+    while True:
+        batch = list(ordered[start : start + k - len(chosen)])
+        rows.update(repo.model_records(s, [*want, *batch]))
+        if want and of not in rows:
+            raise NotFound(f"model {of} does not exist")
+        chosen += [m for m in batch if m in rows]
+        want, start = [], start + len(batch)
+        if len(chosen) >= k or start >= len(ordered):
+            return rows, chosen
 
 
 @contextmanager

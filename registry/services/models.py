@@ -35,6 +35,7 @@ from registry.services.common import (
     index_write,
     model_payload,
     question_phi,
+    registered_records,
     to_model_read,
     upsert_vectors,
 )
@@ -232,21 +233,20 @@ def nearest_to_vector(
     embedding it is, read in the same statement (NotFound if it is not registered)."""
     n = k
     with ctx.session_factory() as s:
-        while True:
+        while True:  # orphan vectors skipped: search further until k registered or the index ends
             hits = ctx.index.search_models(vector, n, flt)
-            rows = repo.model_records(s, [*([of] if of is not None else []), *(h.id for h in hits)])
-            if of is not None and of not in rows:
-                raise NotFound(f"model {of} does not exist")
-            # An id missing from SQL is an orphan vector left by a failed delete: skip it, and search
-            # further so that it does not cost the answer a place.
-            items = [
-                SimilarModel(model=to_model_read(rows[h.id]), distance=h.distance)
-                for h in hits
-                if h.id in rows
-            ]
-            if len(items) >= k or len(hits) < n:
-                return items[:k]
-            n += k - len(items)
+            rows, chosen = registered_records(s, of, [h.id for h in hits], k)
+            if len(chosen) >= k or len(hits) < n:
+                break
+            n += k - len(chosen)
+    distance = {h.id: h.distance for h in hits}
+    return [SimilarModel(model=to_model_read(rows[m]), distance=distance[m]) for m in chosen]
+
+
+def _require_model(ctx: Context, model_id: uuid.UUID) -> None:
+    with ctx.session_factory() as s:
+        if not repo.model_exists(s, model_id):
+            raise NotFound(f"model {model_id} does not exist")
 
 
 def similar_models(
@@ -268,9 +268,7 @@ def similar_models(
         raise InvalidInput(f"k must be at least 1, got {k}")
     prov = restricting(provenance)
     if prov is not None:
-        with ctx.session_factory() as s:
-            if not repo.model_exists(s, model_id):
-                raise NotFound(f"model {model_id} does not exist")
+        _require_model(ctx, model_id)
         base = flt or ModelFilter()
         flt_p = dataclasses.replace(base, exclude_ids=(*base.exclude_ids, model_id))
         return similar_with_provenance(ctx, model_id, k, flt_p, rank_by, prov)
@@ -278,9 +276,7 @@ def similar_models(
     # path); a vector without a row (an orphan left by a failed delete) is NotFound there.
     vec = ctx.index.get_model_vectors([model_id]).get(model_id)
     if vec is None:
-        with ctx.session_factory() as s:
-            if not repo.model_exists(s, model_id):
-                raise NotFound(f"model {model_id} does not exist")
+        _require_model(ctx, model_id)
         raise EmbeddingMissing(
             f"model {model_id} has no embedding under encoder {ctx.embedder.fingerprint}: "
             "add evaluations, or run `locus-registry reindex`"

@@ -38,12 +38,11 @@ import numpy as np
 from sqlalchemy.orm import Session
 
 from registry import repositories as repo
-from registry.errors import NotFound
 from registry.ports import ModelFilter
 from registry.schemas import EvaluationFilter, SimilarModel
 from registry.services import response
 from registry.services.behaviour_cache import BehaviourCache, Reference, cache_of
-from registry.services.common import question_phi, to_model_read
+from registry.services.common import question_phi, registered_records, to_model_read
 from registry.services.context import Context
 
 T = TypeVar("T")
@@ -109,8 +108,7 @@ def _evidence_uncached(
         m: response.fit([q for q, _ in pairs], np.array([y for _, y in pairs], np.float64), stats)
         for m, pairs in own.items()
     }
-    reference.items = response.reference_items(reference.qids, stats)
-    return _Evidence(reference, aligned, responses, reference.items)
+    return _Evidence(reference, aligned, responses, response.reference_items(reference.qids, stats))
 
 
 def _evidence_cached(ctx: Context, model_id: uuid.UUID, others: list[uuid.UUID]) -> _Evidence:
@@ -278,22 +276,11 @@ def nearest_by_behaviour(
     gives the same answer as before); NotFound if the model itself is not registered."""
     hits = ctx.index.search_models(vector, max(3 * k, 30), flt)
     ranked, n_ref = _rank(ctx, model_id, [(h.id, h.distance) for h in hits], len(hits))
-    items: list[SimilarModel] = []
-    want, start = [model_id], 0
     with ctx.session_factory() as s:
-        while True:
-            batch = ranked[start : start + k - len(items)]
-            rows = repo.model_records(s, [*want, *(m for m, _, _ in batch)])  # plain SQL
-            if want and model_id not in rows:
-                raise NotFound(f"model {model_id} does not exist")
-            items += [
-                SimilarModel(model=to_model_read(rows[m]), distance=d, **evidence)
-                for m, d, evidence in batch
-                if m in rows
-            ]
-            want, start = [], start + len(batch)
-            if len(items) >= k or start >= len(ranked):
-                return items, n_ref
+        rows, chosen = registered_records(s, model_id, [m for m, _, _ in ranked], k)
+    by_id = {m: (d, evidence) for m, d, evidence in ranked}
+    items = [SimilarModel(model=to_model_read(rows[m]), distance=by_id[m][0], **by_id[m][1]) for m in chosen]
+    return items, n_ref
 
 
 def rank_candidates(
