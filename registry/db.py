@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import weakref
 from contextvars import ContextVar
@@ -11,6 +12,8 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
+
+from registry.tables import METADATA_ONLY_UPDATES, STATE_COUNTERS
 
 # True while serving a request that only reads (the API sets it for GET and HEAD): such sessions run
 # their queries on the read replica, when one is configured. Anything flushed still goes to the primary.
@@ -37,9 +40,12 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             cur.close()
 
         _queue_writers(engine, float(kwargs["connect_args"].get("timeout", 30)))
+        _count_changes(engine)
         return engine
     kwargs.setdefault("pool_pre_ping", True)
-    return create_engine(url, **kwargs)
+    engine = create_engine(url, **kwargs)
+    _count_changes(engine)
+    return engine
 
 
 _WRITES = ("INSERT", "UPDATE", "DELETE", "REPLACE", "CREATE", "DROP", "ALTER")
@@ -75,8 +81,64 @@ def _queue_writers(engine: Engine, timeout: float) -> None:
     event.listen(engine, "rollback", lambda conn: give(conn.info))
     # A connection returned to the pool without a commit or rollback through SQLAlchemy (closed
     # mid-transaction, invalidated) is rolled back by the pool: release there too.
-    event.listen(engine.pool, "reset", lambda _dbapi, record, *_: give(record.info))
-    event.listen(engine.pool, "invalidate", lambda _dbapi, record, *_: give(record.info))
+    event.listen(engine.pool, "reset", lambda _dbapi, record, _state: give(record.info))
+    event.listen(engine.pool, "invalidate", lambda _dbapi, record, _exc: give(record.info))
+
+
+# The table a DML statement writes ("INSERT INTO x", "INSERT OR REPLACE INTO x", "UPDATE x", "DELETE FROM x").
+_DML = re.compile(
+    r'\s*(INSERT(?:\s+OR\s+\w+)?\s+INTO|REPLACE\s+INTO|UPDATE(?:\s+OR\s+\w+)?|DELETE\s+FROM)\s+"?(\w+)"?',
+    re.IGNORECASE,
+)
+_ALL_COUNTERS = frozenset(c for kinds in STATE_COUNTERS.values() for c in kinds)
+MIGRATING = "registry_state_off"  # set in a connection's info while migrations run (the table may not exist)
+
+
+def _count_changes(engine: Engine) -> None:
+    """Bump `registry_state`'s counters (`registry.tables.STATE_COUNTERS`) in the transaction of every
+    write, just before it commits: readers that key caches on the counters see new data and a new
+    counter together, in every process. The bump is the transaction's last statement, so on PostgreSQL
+    the row lock it takes is held only for the commit itself and never waited on while holding another
+    lock (no deadlock). A statement that writes in a way this cannot name (a CTE) bumps every counter."""
+
+    def seen(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+        head = statement.lstrip()[:7].upper()
+        if head.startswith("WITH"):
+            if re.search(r"\b(INSERT|UPDATE|DELETE)\b", statement, re.IGNORECASE):
+                conn.info.setdefault("state_bump", set()).update(_ALL_COUNTERS)
+            return
+        if not head.startswith(("INSERT", "UPDATE", "DELETE", "REPLACE")):
+            return
+        m = _DML.match(statement)
+        if m is None:
+            conn.info.setdefault("state_bump", set()).update(_ALL_COUNTERS)
+            return
+        verb, table = m.group(1).upper(), m.group(2).lower()
+        kinds = STATE_COUNTERS.get(table)
+        if kinds:
+            if verb.startswith("UPDATE") and table in METADATA_ONLY_UPDATES:
+                kinds = ("metadata",)
+            conn.info.setdefault("state_bump", set()).update(kinds)
+
+    def bump(conn: Any) -> None:
+        kinds = conn.info.pop("state_bump", None)
+        if not kinds or conn.info.get(MIGRATING):
+            return
+        sets = ", ".join(f"{k} = {k} + 1" for k in sorted(kinds))  # names from STATE_COUNTERS only
+        cursor = conn.connection.cursor()  # the DBAPI cursor: inside this transaction, no events
+        try:
+            cursor.execute(f"UPDATE registry_state SET {sets} WHERE id = 1")
+        finally:
+            cursor.close()
+
+    def forget(info: dict[str, Any]) -> None:
+        info.pop("state_bump", None)
+
+    event.listen(engine, "before_cursor_execute", seen)
+    event.listen(engine, "commit", bump)
+    event.listen(engine, "rollback", lambda conn: forget(conn.info))
+    event.listen(engine.pool, "reset", lambda _dbapi, record, _state: forget(record.info))
+    event.listen(engine.pool, "invalidate", lambda _dbapi, record, _exc: forget(record.info))
 
 
 class _ReplicaRouting(Session):

@@ -7,12 +7,16 @@ the Dockerfile do so); an installation elsewhere points `LOCUS_MIGRATIONS_DIR` a
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
+
+from registry.db import MIGRATING
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 
@@ -44,7 +48,7 @@ def alembic_config(engine: Engine) -> Config:
 def upgrade(engine: Engine, revision: str = "head") -> None:
     """Bring the database schema up to `revision`."""
     cfg = alembic_config(engine)
-    with engine.begin() as conn:
+    with _migrating(engine) as conn, conn.begin():
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, revision)
 
@@ -52,6 +56,18 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
 def downgrade(engine: Engine, revision: str = "base") -> None:
     """Take the database schema down to `revision`."""
     cfg = alembic_config(engine)
-    with engine.begin() as conn:
+    with _migrating(engine) as conn, conn.begin():
         cfg.attributes["connection"] = conn
         command.downgrade(cfg, revision)
+
+
+@contextlib.contextmanager
+def _migrating(engine: Engine) -> Iterator[Connection]:
+    """A connection whose commit bumps no `registry_state` counter (`registry.db`): the table may not
+    exist at the revision migrated to, and no process has cached anything of a schema being changed."""
+    with engine.connect() as conn:
+        conn.info[MIGRATING] = True
+        try:
+            yield conn
+        finally:
+            conn.info.pop(MIGRATING, None)

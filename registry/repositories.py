@@ -9,7 +9,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, Select, String, cast, delete, exists, func, insert, select
+from sqlalchemy import ColumnElement, Select, String, cast, delete, exists, func, insert, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -24,6 +24,7 @@ from registry.tables import (
     ModelRow,
     ModelTagRow,
     QuestionRow,
+    RegistryStateRow,
     utcnow,
 )
 
@@ -140,17 +141,39 @@ def count_models(s: Session) -> int:
     return s.scalar(select(func.count()).select_from(ModelRow)) or 0
 
 
-def registry_version(s: Session) -> tuple[int, int, str]:
-    """Changes on every write that changes scores: (models, sum of embedded evaluation counts, latest
-    embedding time). Caches of data-derived results key on it, so every process sees the same state."""
-    n, total, last, _ = metadata_version(s)
-    return n, total, last
+def registry_version(s: Session) -> tuple[object, ...]:
+    """Changes on every write that changes scores (a model's evaluations, embedding, existence). Caches of
+    data-derived results key on it, so every process sees the same state. One read by primary key
+    (`registry_state`, bumped in each writing transaction)."""
+    state = _state(s)
+    if state is None:
+        n, total, last, _ = _aggregate_version(s)
+        return n, total, last
+    return (state[0],)
 
 
-def metadata_version(s: Session) -> tuple[int, int, str, str]:
-    """`registry_version` plus the latest change of a model's columns (`models.updated_at`): caches that
-    hold model metadata (status, prices, parameters) key on it. Tag edits alone do not change it.
-    One statement, one round trip: it is read by every cached request."""
+def metadata_version(s: Session) -> tuple[object, ...]:
+    """`registry_version` plus any change of a model's columns or tags: caches that hold model metadata
+    (status, prices, parameters) key on it."""
+    state = _state(s)
+    if state is None:
+        n, total, last, latest = _aggregate_version(s)
+        return n, total, last, latest
+    return (state[1],)
+
+
+def _state(s: Session) -> tuple[int, int, int] | None:
+    """(scores, metadata, questions) counters; None where the row is missing (a schema older than
+    migration 0005 cannot be served, but a hand-deleted row must not freeze every cache)."""
+    row = s.execute(_STATE).one_or_none()  # plain text: a third of the ORM select's cost, read per request
+    return None if row is None else (int(row[0]), int(row[1]), int(row[2]))
+
+
+_STATE = text(f"SELECT scores, metadata, questions FROM {RegistryStateRow.__tablename__} WHERE id = 1")
+
+
+def _aggregate_version(s: Session) -> tuple[int, int, str, str]:
+    """The state the counters stand for, aggregated from the tables: what a cache keys on without them."""
     models = select(func.count(ModelRow.id)).scalar_subquery()
     latest_model = select(func.max(ModelRow.updated_at)).scalar_subquery()
     n_models, n, total, last, latest = s.execute(
@@ -165,10 +188,13 @@ def metadata_version(s: Session) -> tuple[int, int, str, str]:
     return int(n_models) * 1_000_003 + int(n), int(total), str(last), str(latest)
 
 
-def question_version(s: Session) -> tuple[int, str]:
-    """(questions, latest question insert): questions are immutable, so this changes with every new one."""
-    n, last = s.execute(select(func.count(QuestionRow.id), func.max(QuestionRow.created_at))).one()
-    return int(n), str(last)
+def question_version(s: Session) -> tuple[object, ...]:
+    """Changes with every new question (questions are immutable otherwise)."""
+    state = _state(s)
+    if state is None:
+        n, last = s.execute(select(func.count(QuestionRow.id), func.max(QuestionRow.created_at))).one()
+        return int(n), str(last)
+    return (state[2],)
 
 
 def _with_n_evaluations(s: Session, *columns: Any, ids: Sequence[uuid.UUID] | None = None) -> list[Any]:

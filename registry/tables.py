@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     CheckConstraint,
     DateTime,
@@ -25,6 +26,8 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     Uuid,
+    event,
+    insert,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -304,3 +307,39 @@ class RouteDecisionRow(Base):
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
     outcome_score: Mapped[float | None] = mapped_column(Float)
     outcome_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+
+# What a change to each table changes, for caches that key on `registry_state` (`registry.db` bumps the
+# counters in the transaction of the write): `scores` (a model's evaluations, embedding or existence),
+# `metadata` (also a model's columns or tags; every `scores` change is one too), `questions`. A
+# models UPDATE changes metadata only; an INSERT or DELETE changes scores too.
+STATE_COUNTERS: dict[str, tuple[str, ...]] = {
+    "models": ("scores", "metadata"),
+    "model_embeddings": ("scores", "metadata"),
+    "evaluations": ("scores", "metadata"),
+    "evaluation_sources": ("scores", "metadata"),
+    "embedding_history": ("scores", "metadata"),
+    "model_tags": ("metadata",),
+    "questions": ("questions",),
+}
+METADATA_ONLY_UPDATES = frozenset({"models"})
+
+
+class RegistryStateRow(Base):
+    """One row of change counters, bumped by every committed write (see `STATE_COUNTERS`): what a
+    per-process cache reads to know whether the registry changed, by primary key in O(1), whatever the
+    number of models (the aggregate it replaced read every model's embedding state: 10 ms at 10,000)."""
+
+    __tablename__ = "registry_state"
+    __table_args__ = (CheckConstraint("id = 1", name="single_row"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    scores: Mapped[int] = mapped_column(BigInteger, default=0)
+    metadata_: Mapped[int] = mapped_column("metadata", BigInteger, default=0)
+    questions: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+@event.listens_for(RegistryStateRow.__table__, "after_create")
+def _first_state(target: Any, connection: Any, **_: Any) -> None:
+    """A schema made by `create_all` (tests, benchmarks) starts with its one row, as migration 0005 does."""
+    connection.execute(insert(target).values(id=1, scores=0, metadata=0, questions=0))
