@@ -1,10 +1,12 @@
 """`similar`'s per-process cache of behaviour inputs (see `registry.services.similarity`): per model its
 scores, reference questions, embedding and fitted item-response profile, and the score totals of the
-questions in play, for one key (encoder fingerprint and registry version).
+questions in play, and its predicted-profile distances to its candidates, for one key (encoder
+fingerprint and registry version).
 
 When the registry version changes (any write), what depends on every model's scores is dropped (question
 totals, fitted profiles, the reference questions' difficulties), and a model's own scores, reference
-questions and embedding are kept if its embedding state (`repositories.embedding_states`: every write
+questions, embedding and profile distances (those to candidates whose state is unchanged too) are kept
+if its embedding state (`repositories.embedding_states`: every write
 that changes a model's scores re-embeds it) is the one they were read under. A registration every few
 hundred ms then costs the next requests the totals and the fits, not every model's scores again.
 
@@ -19,6 +21,7 @@ import threading
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -75,6 +78,17 @@ class BehaviourCache:
     scores: OrderedDict[uuid.UUID, Scores] = field(default_factory=OrderedDict)
     refs: OrderedDict[uuid.UUID, Reference] = field(default_factory=OrderedDict)
     vectors: OrderedDict[uuid.UUID, np.ndarray] = field(default_factory=OrderedDict)
+    # Per model: the ids (itself first, then its candidates) its predicted-profile distances were computed
+    # for in one batch, and those distances; and per candidate, the models whose entry includes it.
+    profiles: OrderedDict[uuid.UUID, tuple[tuple[uuid.UUID, ...], dict[uuid.UUID, float]]] = field(
+        default_factory=OrderedDict
+    )
+    profiled_in: dict[uuid.UUID, set[uuid.UUID]] = field(default_factory=dict)
+    # Ranked answers of this generation, per (model, candidates with their distances, k): a request
+    # repeated before the next write is answered from here (`similarity._rank`).
+    ranked: dict[tuple[object, ...], tuple[list[tuple[uuid.UUID, float, dict[str, Any]]], int]] = field(
+        default_factory=dict
+    )
     lock: threading.Lock = field(default_factory=threading.Lock)
     refresh_lock: threading.Lock = field(default_factory=threading.Lock)  # taken before `lock`, never inside
 
@@ -86,6 +100,7 @@ class BehaviourCache:
         self.generation += 1
         self.previous = list(itertools.islice(self.items, PREFETCH_QUESTIONS))
         self.items.clear()
+        self.ranked.clear()
         self.responses.clear()
         if not same_encoder:
             self.qindex.clear()
@@ -93,13 +108,18 @@ class BehaviourCache:
             self.scores.clear()
             self.refs.clear()
             self.vectors.clear()
+            self.profiles.clear()
+            self.profiled_in.clear()
         else:  # a kept reference's `items` belong to the old generation (`items_generation`)
             old = self.states
             changed = {m for m, st in states.items() if old.get(m) != st}
             changed.update(m for m in old if m not in states)
-            for store in (self.scores, self.refs, self.vectors):
+            for store in (self.scores, self.refs, self.vectors, self.profiles):
                 for m in changed:
                     store.pop(m, None)
+            for m in changed:  # a changed candidate's vector: the profiles computed with it go too
+                for owner in self.profiled_in.pop(m, ()):
+                    self.profiles.pop(owner, None)
         self.states = states
 
     def store(self, model_id: uuid.UUID, pairs: list[tuple[uuid.UUID, float]]) -> Scores:
@@ -115,8 +135,25 @@ class BehaviourCache:
         entry = self.scores[model_id] = Scores(idx[order], vals[order], idx, vals)
         return entry
 
+    def profile(self, ids: tuple[uuid.UUID, ...]) -> dict[uuid.UUID, float] | None:
+        """The cached profile distances of `ids[0]` to the others, if computed for exactly these ids."""
+        entry = self.profiles.get(ids[0])
+        return entry[1] if entry is not None and entry[0] == ids else None
+
+    def store_profile(self, ids: tuple[uuid.UUID, ...], distances: dict[uuid.UUID, float]) -> None:
+        self.profiles[ids[0]] = (ids, distances)
+        for m in ids:
+            self.profiled_in.setdefault(m, set()).add(ids[0])
+
+    def remember(
+        self, key: tuple[object, ...], answer: tuple[list[tuple[uuid.UUID, float, dict[str, Any]]], int]
+    ) -> None:
+        if len(self.ranked) >= self.max_models:
+            self.ranked.clear()
+        self.ranked[key] = answer
+
     def touch(self, ids: list[uuid.UUID]) -> None:
-        for store in (self.scores, self.refs, self.vectors, self.responses):
+        for store in (self.scores, self.refs, self.vectors, self.responses, self.profiles):
             for m in ids:
                 if m in store:
                     store.move_to_end(m)

@@ -100,18 +100,24 @@ def to_model_read(row: ModelRow | repo.ModelRecord, vector: np.ndarray | None = 
 
 
 def registered_records(
-    s: Session, of: uuid.UUID | None, ordered: Sequence[uuid.UUID], k: int
+    s: Session,
+    of: uuid.UUID | None,
+    ordered: Sequence[uuid.UUID],
+    k: int,
+    read: Callable[[Sequence[uuid.UUID]], dict[uuid.UUID, repo.ModelRecord]] | None = None,
 ) -> tuple[dict[uuid.UUID, repo.ModelRecord], list[uuid.UUID]]:
     """Records of model `of` (NotFound if it is not registered) and of the first k ids of `ordered` that
     are registered, read in pages of what is still missing: an id without a row is an orphan vector left
     by a failed delete, skipped so that it does not cost the answer a place. Returns the records and
-    those first k ids, in order."""
+    those first k ids, in order. `read`: how records are read (default `repositories.model_records`;
+    `RecordCache.reader` for the cached hot paths)."""
     rows: dict[uuid.UUID, repo.ModelRecord] = {}
     chosen: list[uuid.UUID] = []
     want, start = ([of] if of is not None else []), 0
+    read_records = read or (lambda ids: repo.model_records(s, ids))
     while True:
         batch = list(ordered[start : start + k - len(chosen)])
-        rows.update(repo.model_records(s, [*want, *batch]))
+        rows.update(read_records([*want, *batch]))
         if want and of not in rows:
             raise NotFound(f"model {of} does not exist")
         chosen += [m for m in batch if m in rows]
@@ -237,6 +243,50 @@ def score_matrix(
     return out
 
 
+class RecordCache:
+    """Models' records (`repositories.ModelRecord`; None: no such model) valid for one
+    `repositories.metadata_version`, which every change of a model's columns, tags, embedding state or
+    existence bumps: what `similar` returns about each neighbour, read from SQL once per model and
+    version in this process instead of on every request (two statements, about a fifth of a warm call)."""
+
+    MAX = 50_000  # entries; beyond it the cache starts over
+
+    def __init__(self) -> None:
+        self._key: object = None
+        self._rows: dict[uuid.UUID, repo.ModelRecord | None] = {}
+        self._lock = threading.Lock()
+
+    def reader(self, s: Session) -> Callable[[Sequence[uuid.UUID]], dict[uuid.UUID, repo.ModelRecord]]:
+        """A `registered_records` reader for this session: the version is read once, here."""
+        key = repo.metadata_version(s)
+
+        def read(ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, repo.ModelRecord]:
+            with self._lock:
+                if self._key != key:
+                    self._key, self._rows = key, {}
+                have = {m: self._rows[m] for m in ids if m in self._rows}
+            missing = [m for m in ids if m not in have]
+            if missing:
+                got = repo.model_records(s, missing)
+                have.update({m: got.get(m) for m in missing})
+                with self._lock:
+                    if self._key == key:  # read after the key was: at least as new as that version
+                        if len(self._rows) + len(missing) > self.MAX:
+                            self._rows = {}
+                        self._rows.update({m: got.get(m) for m in missing})
+            return {m: r for m, r in have.items() if r is not None}
+
+        return read
+
+
+_RECORDS: PerRegistry[RecordCache]
+
+
+def record_cache(ctx: Context) -> RecordCache:
+    """This registry's record cache in this process."""
+    return _RECORDS.of(ctx.session_factory)
+
+
 class PerRegistry(Generic[C]):
     """One cache per registry in this process, made on first use: keyed weakly on an object the registry
     owns (its vector index or session factory), so two registries in one process never share entries and
@@ -257,3 +307,6 @@ class PerRegistry(Generic[C]):
     def clear(self) -> None:
         with self._lock:
             self._by.clear()
+
+
+_RECORDS = PerRegistry(RecordCache)

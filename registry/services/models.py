@@ -35,6 +35,7 @@ from registry.services.common import (
     index_write,
     model_payload,
     question_phi,
+    record_cache,
     registered_records,
     to_model_read,
     upsert_vectors,
@@ -233,9 +234,10 @@ def nearest_to_vector(
     embedding it is, read in the same statement (NotFound if it is not registered)."""
     n = k
     with ctx.session_factory() as s:
+        read = record_cache(ctx).reader(s)
         while True:  # orphan vectors skipped: search further until k registered or the index ends
             hits = ctx.index.search_models(vector, n, flt)
-            rows, chosen = registered_records(s, of, [h.id for h in hits], k)
+            rows, chosen = registered_records(s, of, [h.id for h in hits], k, read)
             if len(chosen) >= k or len(hits) < n:
                 break
             n += k - len(chosen)

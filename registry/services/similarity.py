@@ -21,11 +21,14 @@ it is the estimate; with a 128-question probe set it is essentially the observat
 Pearson of the combination at that of the observation). Evidence is read on at most `MAX_EVIDENCE` of
 the model's questions, so a request stays bounded.
 
-Each model's scores, fitted response profile and reference-question encodings, and the score totals of
-the questions in play, are cached per process (`BehaviourCache`), keyed on the encoder fingerprint and
-`repositories.registry_version` (state stored in SQL, changed by every write that changes scores), so a
-request reads SQL only for what it has not seen since the last write, and every worker answers alike.
-Requests restricted to a provenance read SQL directly.
+Each model's scores, fitted response profile, reference-question encodings and predicted-profile
+distances to its candidates, and the score totals of the questions in play, are cached per process
+(`BehaviourCache`), keyed on the encoder fingerprint and `repositories.registry_version` (a counter in
+SQL, bumped by every write that changes scores), so a request reads SQL only for what it has not seen
+since the last write, and every worker answers alike. A ranked answer is kept until the next write too:
+the same request (model, candidates, k) before it is answered without ranking again. The answer's model
+records are cached per `repositories.metadata_version` (`common.RecordCache`). Requests restricted to a
+provenance read SQL directly.
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ from registry.ports import ModelFilter
 from registry.schemas import EvaluationFilter, SimilarModel
 from registry.services import response
 from registry.services.behaviour_cache import BehaviourCache, Reference, cache_of
-from registry.services.common import question_phi, registered_records, to_model_read
+from registry.services.common import question_phi, record_cache, registered_records, to_model_read
 from registry.services.context import Context
 
 T = TypeVar("T")
@@ -86,6 +89,7 @@ class _Evidence:
     aligned: dict[uuid.UUID, np.ndarray]
     responses: dict[uuid.UUID, response.FittedResponse]
     items: response.ReferenceItems  # the reference questions' difficulties and groups, this version
+    generation: int | None = None  # the behaviour cache's generation it was read in (None: from SQL)
 
 
 def _evidence_uncached(
@@ -111,34 +115,42 @@ def _evidence_uncached(
     return _Evidence(reference, aligned, responses, response.reference_items(reference.qids, stats))
 
 
-def _evidence_cached(ctx: Context, model_id: uuid.UUID, others: list[uuid.UUID]) -> _Evidence:
-    """As `_evidence_uncached`, from the cache: SQL reads only the models and question totals missing
-    from it."""
+def _current(ctx: Context, s: Session) -> int:
+    """Bring the behaviour cache to the registry's current key and return its generation: after a write,
+    one request reads the embedding states and resets it while the others wait for that reset."""
     cache = cache_of(ctx)
-    ids = list(dict.fromkeys([model_id, *others]))
-    with ctx.session_factory() as s:
-        key = (id(ctx.session_factory), ctx.embedder.fingerprint, repo.registry_version(s))
+    key = (id(ctx.session_factory), ctx.embedder.fingerprint, repo.registry_version(s))
+    with cache.lock:
+        if cache.key == key:
+            return cache.generation
+    with cache.refresh_lock:
         with cache.lock:
             current = cache.key == key
         if not current:
-            with cache.refresh_lock:  # one request reads the states; the others wait for its reset
-                with cache.lock:
-                    current = cache.key == key
-                if not current:
-                    states = repo.embedding_states(s)  # read before any entry of the new key
-                    with cache.lock:
-                        if cache.key != key:
-                            cache.reset(key, states)
-        with cache.lock:
-            generation = cache.generation
-            missing = [m for m in ids if m not in cache.scores]
-            reference = cache.refs.get(model_id)
-            held = cache.scores.get(model_id) if reference is None else None
-            own = (
-                None
-                if held is None
-                else [(cache.qlist[i], float(y)) for i, y in zip(held.uidx, held.uscores, strict=True)]
-            )
+            states = repo.embedding_states(s)  # read before any entry of the new key
+            with cache.lock:
+                if cache.key != key:
+                    cache.reset(key, states)
+    with cache.lock:
+        return cache.generation
+
+
+def _evidence_cached(ctx: Context, model_id: uuid.UUID, others: list[uuid.UUID]) -> _Evidence:
+    """As `_evidence_uncached`, from the cache (brought to the current key by `_current`): SQL reads only
+    the models and question totals missing from it."""
+    cache = cache_of(ctx)
+    ids = list(dict.fromkeys([model_id, *others]))
+    with cache.lock:
+        generation = cache.generation
+        missing = [m for m in ids if m not in cache.scores]
+        reference = cache.refs.get(model_id)
+        held = cache.scores.get(model_id) if reference is None else None
+        own = (
+            None
+            if held is None
+            else [(cache.qlist[i], float(y)) for i, y in zip(held.uidx, held.uscores, strict=True)]
+        )
+    with ctx.session_factory() as s:
         got = repo.model_scores(s, missing) if missing else {}  # read outside the lock
         if reference is None:
             if own is None:
@@ -195,7 +207,7 @@ def _evidence_cached(ctx: Context, model_id: uuid.UUID, others: list[uuid.UUID])
             hit = sorted_q[loc] == e.qidx
             row[order[loc[hit]]] = e.scores[hit]
         aligned[m] = row
-    return _Evidence(reference, aligned, fitted, items)
+    return _Evidence(reference, aligned, fitted, items, generation)
 
 
 def _question_totals(
@@ -238,6 +250,16 @@ def _vectors_cached(ctx: Context, ids: list[uuid.UUID]) -> dict[uuid.UUID, np.nd
     return have
 
 
+def _profile_cached(ctx: Context, ids: tuple[uuid.UUID, ...], ev: _Evidence) -> dict[uuid.UUID, float] | None:
+    """The profile distances of `ids[0]` to the others from the cache, when they were computed for exactly
+    these ids (one batch: the same floats as computing them again) under the evidence's generation."""
+    if ev.generation is None:
+        return None
+    cache = cache_of(ctx)
+    with cache.lock:
+        return cache.profile(ids) if cache.generation == ev.generation else None
+
+
 def rerank(
     ctx: Context,
     model_id: uuid.UUID,
@@ -277,7 +299,9 @@ def nearest_by_behaviour(
     hits = ctx.index.search_models(vector, max(3 * k, 30), flt)
     ranked, n_ref = _rank(ctx, model_id, [(h.id, h.distance) for h in hits], len(hits))
     with ctx.session_factory() as s:
-        rows, chosen = registered_records(s, model_id, [m for m, _, _ in ranked], k)
+        rows, chosen = registered_records(
+            s, model_id, [m for m, _, _ in ranked], k, record_cache(ctx).reader(s)
+        )
     by_id = {m: (d, evidence) for m, d, evidence in ranked}
     items = [SimilarModel(model=to_model_read(rows[m]), distance=by_id[m][0], **by_id[m][1]) for m in chosen]
     return items, n_ref
@@ -304,26 +328,43 @@ def _rank(
     """The k (candidate id, embedding distance, evidence fields) nearest by behaviour distance, ties by
     embedding distance then candidate order, and the number of reference questions."""
     others = [m for m, _ in candidates]
+    memo: tuple[object, ...] | None = None
     if scores_filter is None and cached:
+        cache = cache_of(ctx)
+        with ctx.session_factory() as s:
+            generation = _current(ctx, s)
+        if vectors is None:  # answers from the stored embeddings: the same request, the same answer
+            memo = (model_id, tuple(candidates), k)
+            with cache.lock:
+                hit = cache.ranked.get(memo) if cache.generation == generation else None
+            if hit is not None:
+                return list(hit[0]), hit[1]
         ev = _evidence_cached(ctx, model_id, others)
     else:
         ev = _evidence_uncached(ctx, model_id, others, scores_filter)
     reference, scores = ev.reference, ev.aligned
     ref = reference.ref
-    ids = [model_id, *others]
-    if vectors is None:
-        vectors = (
-            _vectors_cached(ctx, ids)
-            if scores_filter is None and cached
-            else ctx.index.get_model_vectors(ids)
-        )
-    profile: dict[uuid.UUID, float] = {}
-    if ref and model_id in vectors:
-        have = [m for m in ids if m in vectors]
-        z = np.stack([vectors[m] for m in have]).astype(np.float32)  # (M, E)
-        p = ctx.embedder.predict(z, reference.phi)  # (Q, M)
-        diff = np.abs(p - p[:, [0]]).mean(axis=0)  # (M,): row 0 is the model itself
-        profile = {m: float(d) for m, d in zip(have, diff, strict=True)}
+    ids = (model_id, *others)
+    profile = _profile_cached(ctx, ids, ev) if vectors is None else None
+    if profile is None:
+        if vectors is None:
+            vectors = (
+                _vectors_cached(ctx, list(ids))
+                if scores_filter is None and cached
+                else ctx.index.get_model_vectors(list(ids))
+            )
+        profile = {}
+        if ref and model_id in vectors:
+            have = [m for m in ids if m in vectors]
+            z = np.stack([vectors[m] for m in have]).astype(np.float32)  # (M, E)
+            p = ctx.embedder.predict(z, reference.phi)  # (Q, M)
+            diff = np.abs(p - p[:, [0]]).mean(axis=0)  # (M,): row 0 is the model itself
+            profile = {m: float(d) for m, d in zip(have, diff, strict=True)}
+        if ev.generation is not None:
+            cache = cache_of(ctx)
+            with cache.lock:
+                if cache.generation == ev.generation:
+                    cache.store_profile(ids, profile)
     resp: dict[uuid.UUID, float] = {}
     mine = ev.responses.get(model_id)
     scored = [m for m in others if m in ev.responses]
@@ -354,4 +395,9 @@ def _rank(
     out.sort(
         key=lambda r: (np.inf if r[2]["behaviour_distance"] is None else r[2]["behaviour_distance"], r[1])
     )
+    if memo is not None and ev.generation is not None:
+        cache = cache_of(ctx)
+        with cache.lock:
+            if cache.generation == ev.generation:
+                cache.remember(memo, (out[:k], len(ref)))
     return out[:k], len(ref)

@@ -15,7 +15,7 @@ from registry import services
 from registry.db import make_engine, make_session_factory
 from registry.errors import NotFound
 from registry.ports import ModelFilter
-from registry.schemas import EvaluationIn, ModelCreate, QuestionIn, SimilarModel
+from registry.schemas import EvaluationIn, ModelCreate, ModelUpdate, QuestionIn, SimilarModel
 from registry.services import Context, similarity
 from registry.services.models import nearest_to_vector
 
@@ -163,3 +163,57 @@ def test_two_processes_answer_alike_after_a_write(ctx: Context, second_process: 
     assert a == b
     shared = {it.model.id: it.shared_questions for it in a.items}
     assert shared[ids[3]] == 24  # ids[3] is now scored on every question, ids[2] on 24
+
+
+def test_cached_profile_distances_follow_a_candidates_new_embedding(ctx: Context) -> None:
+    """A model's predicted-profile distances are cached with the exact candidate ids they were computed for;
+    a write that re-embeds one of those candidates drops them, so the next answer predicts from the new
+    vector (the stale distance would be served otherwise: the candidate set can be unchanged)."""
+    from registry.services.behaviour_cache import cache_of
+
+    ids = register(ctx)
+    first = {it.model.id: it.profile_distance for it in services.similar_models(ctx, ids[0], k=6).items}
+    cache = cache_of(ctx)
+    assert ids[0] in cache.profiles and ids[0] in cache.profiled_in[ids[1]]
+    services.add_evaluations(ctx, ids[1], [EvaluationIn(question=f"q{i}", score=0.0) for i in range(N_Q)])
+    got = services.similar_models(ctx, ids[0], k=6)
+    after = {it.model.id: it.profile_distance for it in got.items}
+    assert after[ids[1]] != first[ids[1]]
+    assert got.items == similarity.rerank(ctx, ids[0], candidates(ctx, ids[0]), 6, cached=False)[0]
+    assert_cached_as_uncached(ctx, ids)
+
+
+@pytest.mark.parametrize("rank_by", ["behaviour", "embedding"])
+def test_a_neighbours_new_name_tags_and_status_show_at_once(
+    ctx: Context, second_process: Context, rank_by: str
+) -> None:
+    """`similar`'s neighbour records are cached per metadata version: a PATCH (columns or tags alone) is
+    seen by the next answer, in this process and in another one."""
+    ids = register(ctx)
+    other = second_process
+    services.reindex(other)
+    before = services.similar_models(ctx, ids[0], k=6, rank_by=rank_by)  # type: ignore[arg-type]
+    assert before == services.similar_models(other, ids[0], k=6, rank_by=rank_by)  # type: ignore[arg-type]
+    n = before.items[0].model.id
+    services.update_model(ctx, n, ModelUpdate(name="renamed", tags=["moved"]))
+    for c in (ctx, other):
+        got = {it.model.id: it.model for it in services.similar_models(c, ids[0], k=6, rank_by=rank_by).items}  # type: ignore[arg-type]
+        assert (got[n].name, got[n].tags) == ("renamed", ["moved"])
+    services.update_model(other, n, ModelUpdate(tags=[]))  # a tag-only change, from the other process
+    got = {it.model.id: it.model for it in services.similar_models(ctx, ids[0], k=6, rank_by=rank_by).items}  # type: ignore[arg-type]
+    assert got[n].tags == []
+
+
+def test_a_repeated_request_is_answered_again_after_any_write(ctx: Context) -> None:
+    """A ranked answer is reused only until the next write, even one to a model outside its candidates:
+    that write moves every question's difficulty, so every item-response distance."""
+    ids = register(ctx)
+    cands = [(m, 0.1 * i) for i, m in enumerate(ids[1:5])]
+    first = similarity.rank_candidates(ctx, ids[0], cands, 3)
+    assert similarity.rank_candidates(ctx, ids[0], cands, 3) == first
+    services.add_evaluations(ctx, ids[6], [EvaluationIn(question=f"q{i}", score=1.0) for i in range(N_Q)])
+    again = similarity.rank_candidates(ctx, ids[0], cands, 3)
+    assert again == similarity._rank(ctx, ids[0], cands, 3, cached=False)
+    assert [e["response_distance"] for _, _, e in again[0]] != [
+        e["response_distance"] for _, _, e in first[0]
+    ]
