@@ -9,6 +9,7 @@ from fastapi import Depends, Query, Request
 from fastapi.dependencies.models import Dependant
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import Engine
+from starlette.concurrency import run_in_threadpool
 
 from registry import services
 from registry.errors import InvalidInput
@@ -22,6 +23,8 @@ class ServingResolver(Protocol):
     """Gives the container bound to the encoder in service (`api.serving.ServingSwitch`)."""
 
     def current(self) -> Container: ...
+
+    def fresh(self) -> Container | None: ...
 
     def refresh(self) -> None: ...
 
@@ -42,6 +45,10 @@ class Container(Context):
         """The container bound to the encoder in service now (one snapshot per request)."""
         return self.serving.current() if self.serving is not None else self
 
+    def fresh(self) -> Container | None:
+        """`current()` when it needs no I/O (checked within the serving TTL), else None."""
+        return self.serving.fresh() if self.serving is not None else self
+
     def close(self) -> None:
         """Release the index (frees the local-mode lock) and the database pool."""
         close = getattr(self.index, "close", None)
@@ -52,15 +59,18 @@ class Container(Context):
                 engine.dispose()
 
 
-def get_container(request: Request) -> Container:
+async def get_container(request: Request) -> Container:
     """The container built in the app's lifespan, bound to the encoder in service for this request.
 
-    A plain `def`: resolving it may read SQL and load an encoder (after a switch), which must not block
-    the event loop. Dependencies that do no I/O (`model_filter`, `reject_unknown_query`,
-    `provenance_filter`) are `async def`, so FastAPI runs them on the loop instead of one thread-pool
-    hop each per request."""
+    Within the serving TTL the snapshot is a memory read, done on the event loop; otherwise resolving it
+    reads SQL and may load an encoder (after a switch), which runs in the thread pool so that it never
+    blocks the loop. (A plain `def` cost every request a thread-pool hop for what is nearly always a
+    memory read.) The other dependencies that do no I/O (`model_filter`, `reject_unknown_query`,
+    `provenance_filter`) are `async def` for the same reason."""
     container: Container = request.app.state.container
-    bound = container.current()
+    bound = container.fresh()
+    if bound is None:
+        bound = await run_in_threadpool(container.current)
     request.state.encoder = f"{bound.embedder.fingerprint}/g{getattr(bound.index, 'generation', 0)}"
     return bound
 

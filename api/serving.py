@@ -63,6 +63,10 @@ class ServingSwitch:
         self._current = base
         self._checked = -float("inf")
 
+    def fresh(self) -> Container | None:
+        """The container in service when it was checked less than `ttl` ago (no I/O), else None."""
+        return self._current if time.monotonic() - self._checked < self._ttl else None
+
     def current(self) -> Container:
         if time.monotonic() - self._checked < self._ttl:
             return self._current

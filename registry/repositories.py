@@ -9,7 +9,20 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, Select, String, cast, delete, exists, func, insert, select, text
+from sqlalchemy import (
+    ColumnElement,
+    Row,
+    Select,
+    String,
+    bindparam,
+    cast,
+    delete,
+    exists,
+    func,
+    insert,
+    select,
+    text,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -697,8 +710,22 @@ def get_api_key(s: Session, key_id: uuid.UUID) -> ApiKeyRow | None:
     return s.get(ApiKeyRow, key_id)
 
 
-def get_api_key_by_hash(s: Session, key_hash: str) -> ApiKeyRow | None:
-    return s.scalars(select(ApiKeyRow).where(ApiKeyRow.key_hash == key_hash)).one_or_none()
+# id, name, prefix, scopes, created_at, revoked_at
+ApiKeyColumns = Row[uuid.UUID, str, str, str, dt.datetime, dt.datetime | None]
+_KEY_BY_HASH = select(
+    ApiKeyRow.id,
+    ApiKeyRow.name,
+    ApiKeyRow.prefix,
+    ApiKeyRow.scopes,
+    ApiKeyRow.created_at,
+    ApiKeyRow.revoked_at,
+).where(ApiKeyRow.key_hash == bindparam("key_hash"))
+
+
+def get_api_key_by_hash(s: Session, key_hash: str) -> ApiKeyColumns | None:
+    """The key's columns (id, name, prefix, scopes, created_at, revoked_at), read on every authenticated
+    request: a plain column read on the session's connection, no ORM object."""
+    return s.connection().execute(_KEY_BY_HASH, {"key_hash": key_hash}).one_or_none()
 
 
 def list_api_keys(s: Session) -> list[ApiKeyRow]:

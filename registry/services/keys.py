@@ -25,7 +25,7 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def _read(row: ApiKeyRow) -> ApiKeyRead:
+def _read(row: ApiKeyRow | repo.ApiKeyColumns) -> ApiKeyRead:
     return ApiKeyRead(
         id=row.id,
         name=row.name,
