@@ -15,7 +15,10 @@ fallbacks = GET /v1/models/{id}/fallbacks, route = POST /v1/route with one new q
 the query encoder runs each time) over every model, route_100 = the same over 100 named candidates,
 register = POST /v1/models with 128 evaluations of registered questions, similar_during_writes = similar
 (on other models) while one more client registers a model every 0.2 s (what a registry taking
-registrations serves; the registrations made are reported). Writes
+registrations serves; the registrations made are reported). Each measured run goes on with the requests
+after its 2 s warm-up's; for the phases that pick a random model per request, `repeated_share` is the
+share of measured requests about a model already asked about earlier in the phase (what caches can
+answer from; `similar` reuses a whole ranked answer until the next write). Writes
 benchmarks/results/load.json and prints a table.
 """
 
@@ -179,9 +182,11 @@ def load(
     concurrency: int,
     duration: float,
     headers: dict[str, str] | None = None,
+    counter: Iterator[int] | None = None,
 ) -> dict[str, Any]:
-    """`concurrency` clients send requests made by `make(n)` -> (method, path, json) for `duration` s."""
-    counter = itertools.count()
+    """`concurrency` clients send requests made by `make(n)` -> (method, path, json) for `duration` s;
+    n from `counter` (default: from 0), so a measured run can go on where its warm-up stopped."""
+    counter = counter if counter is not None else itertools.count()
 
     async def main() -> tuple[list[float], int, dict[int, int]]:
         latencies: list[float] = []
@@ -301,10 +306,22 @@ def run_pool(n_models: int, args: argparse.Namespace) -> dict[str, Any]:
             for name, make in phases.items():
                 if name not in args.phases:
                     continue
-                load(url, make, concurrency=args.concurrency, duration=2, headers=_auth(key))  # warm-up
+                # the measured run goes on with the requests after the warm-up's, not the same ones again
+                counter = itertools.count()
+                load(url, make, concurrency=args.concurrency, duration=2, headers=_auth(key), counter=counter)
+                warmed = next(counter)
                 with writing(url, key, keys, name == "similar_during_writes") as writes:
                     out[name] = load(
-                        url, make, concurrency=args.concurrency, duration=args.duration, headers=_auth(key)
+                        url,
+                        make,
+                        concurrency=args.concurrency,
+                        duration=args.duration,
+                        headers=_auth(key),
+                        counter=itertools.count(warmed),
+                    )
+                if name in PICKED:
+                    out[name]["repeated_share"] = repeated_share(
+                        picks, PICKED[name], warmed, out[name]["requests"]
                     )
                 if name == "similar_during_writes":
                     out[name]["writes"] = writes[0]
@@ -321,6 +338,21 @@ def run_pool(n_models: int, args: argparse.Namespace) -> dict[str, Any]:
             out["minimal_knn"] = load(url, make_base, concurrency=args.concurrency, duration=args.duration)
             print(f"  {n_models} models minimal k-NN: {_row(out['minimal_knn'])}", flush=True)
     return out
+
+
+# Phases that ask about a random model per request: the offset of their picks (see `run_pool`).
+PICKED = {"similar": 0, "fallbacks": 0, "similar_during_writes": 500_000}
+
+
+def repeated_share(picks: np.ndarray, offset: int, warmed: int, requests: int) -> float:
+    """The share of a phase's measured requests (after `warmed` warm-up ones) about a model already asked
+    about earlier in the phase: such a request may be answered from what the first one left in the
+    caches (without a write in between, `similar`'s whole ranked answer)."""
+    seen = picks[offset : offset + warmed + requests]
+    first = np.zeros(len(seen), bool)
+    first[np.unique(seen, return_index=True)[1]] = True
+    measured = first[warmed:]
+    return float(1 - measured.mean()) if len(measured) else 0.0
 
 
 @contextlib.contextmanager
@@ -475,7 +507,7 @@ def _auth(key: str) -> dict[str, str]:
 def _row(r: dict[str, Any]) -> str:
     return (
         f"{r['req_per_s']:8.1f} req/s  p50 {r['p50_ms']:7.1f} ms  p99 {r['p99_ms']:7.1f} ms"
-        f"  errors {r['errors']}"
+        f"  errors {r['errors']}" + (f"  repeated {r['repeated_share']:.0%}" if "repeated_share" in r else "")
     )
 
 
