@@ -175,6 +175,15 @@ def metadata_version(s: Session) -> tuple[object, ...]:
     return (state[1],)
 
 
+def versions(s: Session) -> tuple[tuple[object, ...], tuple[object, ...]]:
+    """(`registry_version`, `metadata_version`) in one read: for a request that keys two caches."""
+    state = _state(s)
+    if state is None:
+        n, total, last, latest = _aggregate_version(s)
+        return (n, total, last), (n, total, last, latest)
+    return (state[0],), (state[1],)
+
+
 def _state(s: Session) -> tuple[int, int, int] | None:
     """(scores, metadata, questions) counters; None where the row is missing (a schema older than
     migration 0005 cannot be served, but a hand-deleted row must not freeze every cache)."""

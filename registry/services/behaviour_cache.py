@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from registry import repositories as repo
 from registry.services import response
 from registry.services.common import PerRegistry
 from registry.services.context import Context
@@ -167,3 +168,43 @@ _CACHES = PerRegistry(BehaviourCache)
 def cache_of(ctx: Context) -> BehaviourCache:
     """This registry's behaviour cache in this process (keyed on its vector index: one per container)."""
     return _CACHES.of(ctx.index)
+
+
+def question_totals(
+    ctx: Context, cache: BehaviourCache, generation: int, need: list[uuid.UUID]
+) -> dict[uuid.UUID, tuple[float, int, str | None, str | None]]:
+    """Totals of these questions: from what another request read meanwhile, else one read that also
+    covers the questions in play before the last write (one request at a time: see the cache doc)."""
+    with cache.refresh_lock:
+        with cache.lock:
+            current = cache.generation == generation
+            out = {q: st for q in need if (st := cache.items.get(q)) is not None}
+            extra = [q for q in cache.previous if q not in cache.items] if current else []
+        rest = [q for q in need if q not in out]
+        if rest:
+            with ctx.session_factory() as s:
+                read = repo.question_score_totals(s, list(dict.fromkeys([*rest, *extra])))
+            out.update({q: read[q] for q in rest if q in read})
+            with cache.lock:
+                if cache.generation == generation:
+                    cache.items.update(read)
+                    cache.previous = []
+    return out
+
+
+def cached_vectors(ctx: Context, ids: list[uuid.UUID]) -> dict[uuid.UUID, np.ndarray]:
+    """The models' stored embeddings, cached under the same key as the scores (an embedding only changes
+    with its model's embedding state, which changes the registry version)."""
+    cache = cache_of(ctx)
+    with cache.lock:
+        generation = cache.generation
+        have = {m: v for m in ids if (v := cache.vectors.get(m)) is not None}
+    missing = [m for m in ids if m not in have]
+    if missing:
+        got = ctx.index.get_model_vectors(missing)
+        have.update(got)
+        with cache.lock:
+            if cache.generation == generation:
+                cache.vectors.update(got)
+                cache.touch(list(got))
+    return have

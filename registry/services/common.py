@@ -256,9 +256,12 @@ class RecordCache:
         self._rows: dict[uuid.UUID, repo.ModelRecord | None] = {}
         self._lock = threading.Lock()
 
-    def reader(self, s: Session) -> Callable[[Sequence[uuid.UUID]], dict[uuid.UUID, repo.ModelRecord]]:
-        """A `registered_records` reader for this session: the version is read once, here."""
-        key = repo.metadata_version(s)
+    def reader(
+        self, s: Session, version: object = None
+    ) -> Callable[[Sequence[uuid.UUID]], dict[uuid.UUID, repo.ModelRecord]]:
+        """A `registered_records` reader for this session, for `version` (`repositories.metadata_version`,
+        read here when not given)."""
+        key = repo.metadata_version(s) if version is None else version
 
         def read(ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, repo.ModelRecord]:
             with self._lock:

@@ -44,7 +44,7 @@ from registry import repositories as repo
 from registry.ports import ModelFilter
 from registry.schemas import EvaluationFilter, SimilarModel
 from registry.services import response
-from registry.services.behaviour_cache import BehaviourCache, Reference, cache_of
+from registry.services.behaviour_cache import Reference, cache_of, cached_vectors, question_totals
 from registry.services.common import question_phi, record_cache, registered_records, to_model_read
 from registry.services.context import Context
 
@@ -115,11 +115,13 @@ def _evidence_uncached(
     return _Evidence(reference, aligned, responses, response.reference_items(reference.qids, stats))
 
 
-def _current(ctx: Context, s: Session) -> int:
+def _current(ctx: Context, s: Session, version: object = None) -> int:
     """Bring the behaviour cache to the registry's current key and return its generation: after a write,
-    one request reads the embedding states and resets it while the others wait for that reset."""
+    one request reads the embedding states and resets it while the others wait for that reset.
+    `version`: `repositories.registry_version`, read here when not given."""
     cache = cache_of(ctx)
-    key = (id(ctx.session_factory), ctx.embedder.fingerprint, repo.registry_version(s))
+    version = repo.registry_version(s) if version is None else version
+    key = (id(ctx.session_factory), ctx.embedder.fingerprint, version)
     with cache.lock:
         if cache.key == key:
             return cache.generation
@@ -183,7 +185,7 @@ def _evidence_cached(ctx: Context, model_id: uuid.UUID, others: list[uuid.UUID])
     if stale:
         return _evidence_uncached(ctx, model_id, others, None)
     if len(stats) < len(want):
-        stats.update(_question_totals(ctx, cache, generation, [q for q in want if q not in stats]))
+        stats.update(question_totals(ctx, cache, generation, [q for q in want if q not in stats]))
     for m, (qs, ys) in to_fit.items():
         fitted[m] = response.fit(qs, ys, stats)
     if items is None:  # this request's own copy: a request of another generation may share `reference`
@@ -208,46 +210,6 @@ def _evidence_cached(ctx: Context, model_id: uuid.UUID, others: list[uuid.UUID])
             row[order[loc[hit]]] = e.scores[hit]
         aligned[m] = row
     return _Evidence(reference, aligned, fitted, items, generation)
-
-
-def _question_totals(
-    ctx: Context, cache: BehaviourCache, generation: int, need: list[uuid.UUID]
-) -> dict[uuid.UUID, tuple[float, int, str | None, str | None]]:
-    """Totals of these questions: from what another request read meanwhile, else one read that also
-    covers the questions in play before the last write (one request at a time: see the cache doc)."""
-    with cache.refresh_lock:
-        with cache.lock:
-            current = cache.generation == generation
-            out = {q: st for q in need if (st := cache.items.get(q)) is not None}
-            extra = [q for q in cache.previous if q not in cache.items] if current else []
-        rest = [q for q in need if q not in out]
-        if rest:
-            with ctx.session_factory() as s:
-                read = repo.question_score_totals(s, list(dict.fromkeys([*rest, *extra])))
-            out.update({q: read[q] for q in rest if q in read})
-            with cache.lock:
-                if cache.generation == generation:
-                    cache.items.update(read)
-                    cache.previous = []
-    return out
-
-
-def _vectors_cached(ctx: Context, ids: list[uuid.UUID]) -> dict[uuid.UUID, np.ndarray]:
-    """The models' stored embeddings, cached under the same key as the scores (an embedding only changes
-    with its model's embedding state, which changes the registry version)."""
-    cache = cache_of(ctx)
-    with cache.lock:
-        generation = cache.generation
-        have = {m: v for m in ids if (v := cache.vectors.get(m)) is not None}
-    missing = [m for m in ids if m not in have]
-    if missing:
-        got = ctx.index.get_model_vectors(missing)
-        have.update(got)
-        with cache.lock:
-            if cache.generation == generation:
-                cache.vectors.update(got)
-                cache.touch(list(got))
-    return have
 
 
 def _profile_cached(ctx: Context, ids: tuple[uuid.UUID, ...], ev: _Evidence) -> dict[uuid.UUID, float] | None:
@@ -296,11 +258,15 @@ def nearest_by_behaviour(
     does, the k best that are registered (orphan vectors skipped). Only the model and the k best are read
     from SQL (a candidate's place does not depend on the others, so skipping an orphan after ranking
     gives the same answer as before); NotFound if the model itself is not registered."""
+    with ctx.session_factory() as s:
+        scores_version, metadata_version = repo.versions(s)  # one read keys both caches
     hits = ctx.index.search_models(vector, max(3 * k, 30), flt)
-    ranked, n_ref = _rank(ctx, model_id, [(h.id, h.distance) for h in hits], len(hits))
+    ranked, n_ref = _rank(
+        ctx, model_id, [(h.id, h.distance) for h in hits], len(hits), version=scores_version
+    )
     with ctx.session_factory() as s:
         rows, chosen = registered_records(
-            s, model_id, [m for m, _, _ in ranked], k, record_cache(ctx).reader(s)
+            s, model_id, [m for m, _, _ in ranked], k, record_cache(ctx).reader(s, metadata_version)
         )
     by_id = {m: (d, evidence) for m, d, evidence in ranked}
     items = [SimilarModel(model=to_model_read(rows[m]), distance=by_id[m][0], **by_id[m][1]) for m in chosen]
@@ -324,15 +290,17 @@ def _rank(
     scores_filter: EvaluationFilter | None = None,
     vectors: dict[uuid.UUID, np.ndarray] | None = None,
     cached: bool = True,
+    version: object = None,
 ) -> tuple[list[tuple[uuid.UUID, float, dict[str, Any]]], int]:
     """The k (candidate id, embedding distance, evidence fields) nearest by behaviour distance, ties by
-    embedding distance then candidate order, and the number of reference questions."""
+    embedding distance then candidate order, and the number of reference questions. `version`: the
+    registry version the caller read (read here when not given)."""
     others = [m for m, _ in candidates]
     memo: tuple[object, ...] | None = None
     if scores_filter is None and cached:
         cache = cache_of(ctx)
         with ctx.session_factory() as s:
-            generation = _current(ctx, s)
+            generation = _current(ctx, s, version)
         if vectors is None:  # answers from the stored embeddings: the same request, the same answer
             memo = (model_id, tuple(candidates), k)
             with cache.lock:
@@ -349,7 +317,7 @@ def _rank(
     if profile is None:
         if vectors is None:
             vectors = (
-                _vectors_cached(ctx, list(ids))
+                cached_vectors(ctx, list(ids))
                 if scores_filter is None and cached
                 else ctx.index.get_model_vectors(list(ids))
             )
