@@ -39,8 +39,9 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.close()
 
-        _queue_writers(engine, float(kwargs["connect_args"].get("timeout", 30)))
+        # Counted first: a commit bumps the counters (a write) before the writer queue lets the next in.
         _count_changes(engine)
+        _queue_writers(engine, float(kwargs["connect_args"].get("timeout", 30)))
         return engine
     kwargs.setdefault("pool_pre_ping", True)
     engine = create_engine(url, **kwargs)
