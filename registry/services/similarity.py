@@ -52,6 +52,7 @@ T = TypeVar("T")
 
 PRIOR_QUESTIONS = 4.0
 REFERENCE = 128  # reference questions for the predicted profiles
+ORPHAN_SLACK = 3  # `similar` computes profile distances for k + this many of its ranking (orphans skipped)
 MAX_EVIDENCE = 512  # shared questions read per request: the rate's standard error is then <= 0.022
 
 
@@ -261,13 +262,17 @@ def nearest_by_behaviour(
     with ctx.session_factory() as s:
         scores_version, metadata_version = repo.versions(s)  # one read keys both caches
     hits = ctx.index.search_models(vector, max(3 * k, 30), flt)
-    ranked, n_ref = _rank(
-        ctx, model_id, [(h.id, h.distance) for h in hits], len(hits), version=scores_version
-    )
+    cands = [(h.id, h.distance) for h in hits]
+    answered = k + ORPHAN_SLACK
+    ranked, n_ref = _rank(ctx, model_id, cands, len(hits), version=scores_version, answered=answered)
     with ctx.session_factory() as s:
         rows, chosen = registered_records(
             s, model_id, [m for m, _, _ in ranked], k, record_cache(ctx).reader(s, metadata_version)
         )
+    place = {m: i for i, (m, _, _) in enumerate(ranked)}
+    deepest = max((place[m] for m in chosen), default=-1)
+    if deepest >= answered:  # more orphan vectors than the slack ahead of an answer: the same ranking again
+        ranked, n_ref = _rank(ctx, model_id, cands, len(hits), version=scores_version, answered=deepest + 1)
     by_id = {m: (d, evidence) for m, d, evidence in ranked}
     items = [SimilarModel(model=to_model_read(rows[m]), distance=by_id[m][0], **by_id[m][1]) for m in chosen]
     return items, n_ref
@@ -291,10 +296,12 @@ def _rank(
     vectors: dict[uuid.UUID, np.ndarray] | None = None,
     cached: bool = True,
     version: object = None,
+    answered: int | None = None,
 ) -> tuple[list[tuple[uuid.UUID, float, dict[str, Any]]], int]:
     """The k (candidate id, embedding distance, evidence fields) nearest by behaviour distance, ties by
     embedding distance then candidate order, and the number of reference questions. `version`: the
-    registry version the caller read (read here when not given)."""
+    registry version the caller read (read here when not given); `answered`: how many of the first carry
+    their profile distance (default k; the others only where it ranked them)."""
     others = [m for m, _ in candidates]
     memo: tuple[object, ...] | None = None
     if scores_filter is None and cached:
@@ -302,7 +309,7 @@ def _rank(
         with ctx.session_factory() as s:
             generation = _current(ctx, s, version)
         if vectors is None:  # answers from the stored embeddings: the same request, the same answer
-            memo = (model_id, tuple(candidates), k)
+            memo = (model_id, tuple(candidates), k, answered)
             with cache.lock:
                 hit = cache.ranked.get(memo) if cache.generation == generation else None
             if hit is not None:
@@ -312,33 +319,47 @@ def _rank(
         ev = _evidence_uncached(ctx, model_id, others, scores_filter)
     reference, scores = ev.reference, ev.aligned
     ref = reference.ref
-    ids = (model_id, *others)
-    profile = _profile_cached(ctx, ids, ev) if vectors is None else None
-    if profile is None:
-        if vectors is None:
-            vectors = (
-                cached_vectors(ctx, list(ids))
-                if scores_filter is None and cached
-                else ctx.index.get_model_vectors(list(ids))
-            )
-        profile = {}
-        if ref and model_id in vectors:
-            have = [m for m in ids if m in vectors]
-            z = np.stack([vectors[m] for m in have]).astype(np.float32)  # (M, E)
-            p = ctx.embedder.predict(z, reference.phi)  # (Q, M)
-            diff = np.abs(p - p[:, [0]]).mean(axis=0)  # (M,): row 0 is the model itself
-            profile = {m: float(d) for m, d in zip(have, diff, strict=True)}
-        if ev.generation is not None:
-            cache = cache_of(ctx)
-            with cache.lock:
-                if cache.generation == ev.generation:
-                    cache.store_profile(ids, profile)
     resp: dict[uuid.UUID, float] = {}
     mine = ev.responses.get(model_id)
     scored = [m for m in others if m in ev.responses]
     if mine is not None and scored:
         got = response.distances(mine, [ev.responses[m] for m in scored], ev.items)
         resp = {m: float(d) for m, d in zip(scored, got, strict=True) if np.isfinite(d)}
+    fetched: dict[uuid.UUID, np.ndarray] | None = vectors
+
+    def profiles(ids: tuple[uuid.UUID, ...]) -> dict[uuid.UUID, float]:
+        """The predictor's profile distances of the model to these candidates, in one batch (so the same
+        floats whichever path asks), from the cache when computed for exactly these ids."""
+        nonlocal fetched
+        if len(ids) < 2 or not ref:
+            return {}
+        hit = _profile_cached(ctx, ids, ev) if vectors is None else None
+        if hit is not None:
+            return hit
+        if fetched is None:
+            everyone = [model_id, *others]
+            if scores_filter is None and cached:
+                fetched = cached_vectors(ctx, everyone)
+            else:
+                fetched = ctx.index.get_model_vectors(everyone)
+        got: dict[uuid.UUID, float] = {}
+        if model_id in fetched:
+            have = [m for m in ids if m in fetched]
+            z = np.stack([fetched[m] for m in have]).astype(np.float32)  # (M, E)
+            p = ctx.embedder.predict(z, reference.phi)  # (Q, M)
+            diff = np.abs(p - p[:, [0]]).mean(axis=0)  # (M,): row 0 is the model itself
+            got = {m: float(d) for m, d in zip(have, diff, strict=True)}
+        if ev.generation is not None and vectors is None:
+            cache = cache_of(ctx)
+            with cache.lock:
+                if cache.generation == ev.generation:
+                    cache.store_profile(ids, got)
+        return got
+
+    # The profile ranks only candidates without an item-response distance (no scores: rare), and is
+    # reported for the first `answered` of the ranking, computed once it is known (the predictor over
+    # every candidate was the largest single part of a model's first `similar`).
+    profile = profiles((model_id, *[m for m in others if m not in resp]))
     out: list[tuple[uuid.UUID, float, dict[str, Any]]] = []
     for m, distance in candidates:
         theirs = scores[m]
@@ -363,6 +384,11 @@ def _rank(
     out.sort(
         key=lambda r: (np.inf if r[2]["behaviour_distance"] is None else r[2]["behaviour_distance"], r[1])
     )
+    first = out[: k if answered is None else answered]
+    shown = profiles((model_id, *[m for m, _, e in first if e["profile_distance"] is None]))
+    for m, _, e in first:
+        if e["profile_distance"] is None:
+            e["profile_distance"] = shown.get(m)
     if memo is not None and ev.generation is not None:
         cache = cache_of(ctx)
         with cache.lock:

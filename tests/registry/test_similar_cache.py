@@ -217,3 +217,22 @@ def test_a_repeated_request_is_answered_again_after_any_write(ctx: Context) -> N
     assert [e["response_distance"] for _, _, e in again[0]] != [
         e["response_distance"] for _, _, e in first[0]
     ]
+
+
+def test_answers_behind_many_orphans_carry_their_profile_distance(ctx: Context) -> None:
+    """Profile distances are computed for the first k + ORPHAN_SLACK of the ranking only; when more orphan
+    vectors than that rank ahead of an answer, the answer still carries its profile distance."""
+    ids = register(ctx)
+    nearest = [it.model.id for it in services.similar_models(ctx, ids[0], k=6).items]
+    orphans = nearest[: similarity.ORPHAN_SLACK + 1]
+    with ctx.session_factory() as s, s.begin():
+        for m in orphans:
+            s.delete(repo.get_model(s, m))
+    got = services.similar_models(ctx, ids[0], k=2)
+    assert [it.model.id for it in got.items] == nearest[len(orphans) : len(orphans) + 2]
+    assert all(it.profile_distance is not None for it in got.items)
+    other = next(m for m in ids[1:] if m not in orphans)
+    items = services.similar_models(ctx, other, k=3).items
+    assert all(it.profile_distance is not None for it in items), [
+        (it.model.id in orphans, it.profile_distance, it.response_distance) for it in items
+    ]
