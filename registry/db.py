@@ -86,9 +86,11 @@ def _queue_writers(engine: Engine, timeout: float) -> None:
     event.listen(engine.pool, "invalidate", lambda _dbapi, record, _exc: give(record.info))
 
 
-# The table a DML statement writes ("INSERT INTO x", "INSERT OR REPLACE INTO x", "UPDATE x", "DELETE FROM x").
+# The table a DML statement writes ("INSERT INTO x", "INSERT OR REPLACE INTO x", "UPDATE x", "DELETE FROM x"),
+# schema-qualified or quoted too.
 _DML = re.compile(
-    r'\s*(INSERT(?:\s+OR\s+\w+)?\s+INTO|REPLACE\s+INTO|UPDATE(?:\s+OR\s+\w+)?|DELETE\s+FROM)\s+"?(\w+)"?',
+    r"\s*(INSERT(?:\s+OR\s+\w+)?\s+INTO|REPLACE\s+INTO|UPDATE(?:\s+OR\s+\w+)?|DELETE\s+FROM)\s+"
+    r'(?:"?\w+"?\.)?"?(\w+)"?',
     re.IGNORECASE,
 )
 _ALL_COUNTERS = frozenset(c for kinds in STATE_COUNTERS.values() for c in kinds)

@@ -113,3 +113,21 @@ def test_without_the_state_row_versions_still_follow_writes(seeded: Context, eng
     assert changed(v0, v1) == (True, True, False)
     services.update_model(ctx, m, ModelUpdate(status="deprecated"))
     assert changed(v1, versions(ctx)) == (False, True, False)
+
+
+@pytest.mark.parametrize(
+    ("statement", "table"),
+    [
+        ("INSERT INTO evaluations (a) VALUES (1)", "evaluations"),
+        ('  insert into "models" (a) values (1) ON CONFLICT DO NOTHING', "models"),
+        ("INSERT OR REPLACE INTO questions VALUES (1)", "questions"),
+        ("UPDATE public.model_embeddings SET n = 1", "model_embeddings"),
+        ('DELETE FROM "public"."model_tags" WHERE 1', "model_tags"),
+        ("REPLACE INTO evaluation_sources VALUES (1)", "evaluation_sources"),
+    ],
+)
+def test_the_written_table_is_named_however_the_statement_spells_it(statement: str, table: str) -> None:
+    from registry.db import _DML
+
+    m = _DML.match(statement)
+    assert m is not None and m.group(2) == table
