@@ -158,21 +158,13 @@ def registry_version(s: Session) -> tuple[object, ...]:
     """Changes on every write that changes scores (a model's evaluations, embedding, existence). Caches of
     data-derived results key on it, so every process sees the same state. One read by primary key
     (`registry_state`, bumped in each writing transaction)."""
-    state = _state(s)
-    if state is None:
-        n, total, last, _ = _aggregate_version(s)
-        return n, total, last
-    return (state[0],)
+    return versions(s)[0]
 
 
 def metadata_version(s: Session) -> tuple[object, ...]:
     """`registry_version` plus any change of a model's columns or tags: caches that hold model metadata
     (status, prices, parameters) key on it."""
-    state = _state(s)
-    if state is None:
-        n, total, last, latest = _aggregate_version(s)
-        return n, total, last, latest
-    return (state[1],)
+    return versions(s)[1]
 
 
 def versions(s: Session) -> tuple[tuple[object, ...], tuple[object, ...]]:

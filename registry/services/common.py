@@ -282,14 +282,6 @@ class RecordCache:
         return read
 
 
-_RECORDS: PerRegistry[RecordCache]
-
-
-def record_cache(ctx: Context) -> RecordCache:
-    """This registry's record cache in this process."""
-    return _RECORDS.of(ctx.session_factory)
-
-
 class PerRegistry(Generic[C]):
     """One cache per registry in this process, made on first use: keyed weakly on an object the registry
     owns (its vector index or session factory), so two registries in one process never share entries and
@@ -313,3 +305,8 @@ class PerRegistry(Generic[C]):
 
 
 _RECORDS = PerRegistry(RecordCache)
+
+
+def record_cache(ctx: Context) -> RecordCache:
+    """This registry's record cache in this process."""
+    return _RECORDS.of(ctx.session_factory)
