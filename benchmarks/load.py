@@ -18,7 +18,12 @@ register = POST /v1/models with 128 evaluations of registered questions, similar
 registrations serves; the registrations made are reported). Each measured run goes on with the requests
 after its 2 s warm-up's; for the phases that pick a random model per request, `repeated_share` is the
 share of measured requests about a model already asked about earlier in the phase (what caches can
-answer from; `similar` reuses a whole ranked answer until the next write). Writes
+answer from; `similar` reuses a whole ranked answer until the next write). Beside req/s, each phase
+reports `cpu_ms_per_request`: the server process's CPU time (user + system, all threads, from
+/proc/<pid>/stat; Linux only) over the measured run divided by the requests it served then (registrations
+of similar_during_writes included). On a shared machine whose other tenants take the cores, req/s of
+two runs of one build can differ by a third; CPU per request moves less, and the registry's against the
+minimal endpoint's says what one request costs it, whatever the machine's load. Writes
 benchmarks/results/load.json and prints a table.
 """
 
@@ -80,6 +85,25 @@ def baseline_app(vectors_file: Path) -> Any:
 def serve(args: list[str], env: dict[str, str], port: int, log: Path | None = None) -> Iterator[str]:
     """Run a server process until the block ends; wait until it answers. With `log`, its output is kept
     there and its tail printed if the block fails (e.g. the server died)."""
+    with serve_process(args, env, port, log) as (url, _pid):
+        yield url
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """CPU time (user + system, every thread) the process has used so far; None where /proc is not."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime (fields 14, 15)
+
+
+@contextlib.contextmanager
+def serve_process(
+    args: list[str], env: dict[str, str], port: int, log: Path | None = None
+) -> Iterator[tuple[str, int]]:
+    """`serve`, yielding the server's url and process id."""
     out = log.open("ab") if log is not None else None
     proc = subprocess.Popen(
         [sys.executable, *args],
@@ -103,7 +127,7 @@ def serve(args: list[str], env: dict[str, str], port: int, log: Path | None = No
             if time.time() > deadline:
                 raise RuntimeError(f"server {args} did not start")
             time.sleep(0.2)
-        yield url
+        yield url, proc.pid
     except BaseException:
         if log is not None:
             print(f"server log tail (exit code {proc.poll()}):\n{log.read_text()[-4000:]}", file=sys.stderr)
@@ -302,7 +326,7 @@ def run_pool(n_models: int, args: argparse.Namespace) -> dict[str, Any]:
             ),
         }
         port = free_port()
-        with serve(["-m", "api", "serve", "--port", str(port)], env, port) as url:
+        with serve_process(["-m", "api", "serve", "--port", str(port)], env, port) as (url, pid):
             for name, make in phases.items():
                 if name not in args.phases:
                     continue
@@ -310,7 +334,7 @@ def run_pool(n_models: int, args: argparse.Namespace) -> dict[str, Any]:
                 counter = itertools.count()
                 load(url, make, concurrency=args.concurrency, duration=2, headers=_auth(key), counter=counter)
                 warmed = next(counter)
-                with writing(url, key, keys, name == "similar_during_writes") as writes:
+                with writing(url, key, keys, name == "similar_during_writes") as writes, cpu_of(pid) as cpu:
                     out[name] = load(
                         url,
                         make,
@@ -319,6 +343,7 @@ def run_pool(n_models: int, args: argparse.Namespace) -> dict[str, Any]:
                         headers=_auth(key),
                         counter=itertools.count(warmed),
                     )
+                out[name]["cpu_ms_per_request"] = per_request(cpu, out[name]["requests"] + writes[0])
                 if name in PICKED:
                     out[name]["repeated_share"] = repeated_share(
                         picks, PICKED[name], warmed, out[name]["requests"]
@@ -329,15 +354,31 @@ def run_pool(n_models: int, args: argparse.Namespace) -> dict[str, Any]:
                 print(f"  {n_models} models {name}: {_row(out[name])}", flush=True)
         port = free_port()
         code = f"import uvicorn; from benchmarks.load import baseline_app; from pathlib import Path; uvicorn.run(baseline_app(Path({str(vectors_file)!r})), host='127.0.0.1', port={port}, log_level='warning', access_log=False)"  # noqa: E501
-        with serve(["-c", code], {}, port) as url:
+        with serve_process(["-c", code], {}, port) as (url, pid):
 
             def make_base(n: int) -> tuple[str, str, Any]:
                 return "GET", f"/similar/{picks[n]}?k=10", None
 
             load(url, make_base, concurrency=args.concurrency, duration=2)
-            out["minimal_knn"] = load(url, make_base, concurrency=args.concurrency, duration=args.duration)
+            with cpu_of(pid) as cpu:
+                base = load(url, make_base, concurrency=args.concurrency, duration=args.duration)
+            out["minimal_knn"] = base | {"cpu_ms_per_request": per_request(cpu, base["requests"])}
             print(f"  {n_models} models minimal k-NN: {_row(out['minimal_knn'])}", flush=True)
     return out
+
+
+@contextlib.contextmanager
+def cpu_of(pid: int) -> Iterator[list[float | None]]:
+    """The CPU seconds process `pid` used while the block ran: `[seconds]` once it ends ([None]: unknown)."""
+    used: list[float | None] = [None]
+    before = cpu_seconds(pid)
+    yield used
+    after = cpu_seconds(pid)
+    used[0] = after - before if before is not None and after is not None else None
+
+
+def per_request(cpu: list[float | None], requests: int) -> float | None:
+    return cpu[0] * 1000 / requests if cpu[0] is not None and requests else None
 
 
 # Phases that ask about a random model per request: the offset of their picks (see `run_pool`).
@@ -507,7 +548,9 @@ def _auth(key: str) -> dict[str, str]:
 def _row(r: dict[str, Any]) -> str:
     return (
         f"{r['req_per_s']:8.1f} req/s  p50 {r['p50_ms']:7.1f} ms  p99 {r['p99_ms']:7.1f} ms"
-        f"  errors {r['errors']}" + (f"  repeated {r['repeated_share']:.0%}" if "repeated_share" in r else "")
+        f"  errors {r['errors']}"
+        + (f"  repeated {r['repeated_share']:.0%}" if "repeated_share" in r else "")
+        + (f"  cpu {r['cpu_ms_per_request']:.2f} ms/req" if r.get("cpu_ms_per_request") is not None else "")
     )
 
 
@@ -546,11 +589,18 @@ def main(argv: list[str] | None = None) -> int:
         results["profile"] = profile(args.models[0], args.profile)
     write_json(args.out, results)
 
-    print(f"\n{'models':>7} {'endpoint':<22} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}")
+    print(
+        f"\n{'models':>7} {'endpoint':<22} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}"
+        f" {'cpu ms/req':>10} {'x minimal':>9}"
+    )
     for n, pool in results["pools"].items():
+        base = pool.get("minimal_knn", {}).get("cpu_ms_per_request")
         for name, r in pool.items():
             cells = f"{r['req_per_s']:8.1f} {r['p50_ms']:8.1f} {r['p99_ms']:8.1f} {r['errors']:7d}"
-            print(f"{n:>7} {name:<22} {cells}")
+            cpu = r.get("cpu_ms_per_request")
+            cpu_cell = f"{cpu:10.2f}" if cpu is not None else f"{'-':>10}"
+            ratio = f"{cpu / base:9.1f}" if cpu is not None and base else f"{'-':>9}"
+            print(f"{n:>7} {name:<22} {cells} {cpu_cell} {ratio}")
     q = results["query_encoder"]
     print(f"{'-':>7} {'encoder':<22} {q['req_per_s']:8.1f} {q['p50_ms']:8.1f} {q['p99_ms']:8.1f} {'-':>7}")
     print(f"wrote {args.out}")
