@@ -24,7 +24,7 @@ reports `cpu_ms_per_request`: the server process's CPU time (user + system, all 
 of similar_during_writes included): what one request costs the server, which req/s mixes with how much
 of the two cores the load generator and the machine's other tenants leave it. Its ratio to the minimal
 endpoint's is printed beside it. Both measures moved by about a tenth between runs of one build
-(similar at 1,000 models, three runs: 61-75 req/s, 14.1-17.0 ms per request). Writes
+(similar at 1,000 models, four runs: 61-76 req/s, 13.8-17.0 ms per request). Writes
 benchmarks/results/load.json and prints a table.
 """
 
@@ -88,16 +88,6 @@ def serve(args: list[str], env: dict[str, str], port: int, log: Path | None = No
     there and its tail printed if the block fails (e.g. the server died)."""
     with serve_process(args, env, port, log) as (url, _pid):
         yield url
-
-
-def cpu_seconds(pid: int) -> float | None:
-    """CPU time (user + system, every thread) the process has used so far; None where /proc is not."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime (fields 14, 15)
 
 
 @contextlib.contextmanager
@@ -366,6 +356,16 @@ def run_pool(n_models: int, args: argparse.Namespace) -> dict[str, Any]:
             out["minimal_knn"] = base | {"cpu_ms_per_request": per_request(cpu, base["requests"])}
             print(f"  {n_models} models minimal k-NN: {_row(out['minimal_knn'])}", flush=True)
     return out
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """CPU time (user + system, every thread) the process has used so far; None where /proc is not."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime (fields 14, 15)
 
 
 @contextlib.contextmanager
