@@ -301,7 +301,9 @@ def _rank(
     """The k (candidate id, embedding distance, evidence fields) nearest by behaviour distance, ties by
     embedding distance then candidate order, and the number of reference questions. `version`: the
     registry version the caller read (read here when not given); `answered`: how many of the first carry
-    their profile distance (default k; the others only where it ranked them)."""
+    their profile distance (the others only where it ranked them), computed in one batch. The default,
+    k + ORPHAN_SLACK, is what `similar` asks for, so that every path computes a pair's profile distance in
+    the same batch: float32 sums differ in their last bits with the batch's size."""
     others = [m for m, _ in candidates]
     memo: tuple[object, ...] | None = None
     if scores_filter is None and cached:
@@ -384,7 +386,7 @@ def _rank(
     out.sort(
         key=lambda r: (np.inf if r[2]["behaviour_distance"] is None else r[2]["behaviour_distance"], r[1])
     )
-    first = out[: k if answered is None else answered]
+    first = out[: k + ORPHAN_SLACK if answered is None else answered]
     shown = profiles((model_id, *[m for m, _, e in first if e["profile_distance"] is None]))
     for m, _, e in first:
         if e["profile_distance"] is None:

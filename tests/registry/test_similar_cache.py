@@ -62,6 +62,28 @@ def test_cached_behaviour_distance_answers_as_the_uncached(ctx: Context) -> None
     )
 
 
+def test_every_path_computes_profile_distances_in_the_batch_similar_uses(
+    ctx: Context, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pair's profile distance is the predictor's float32 output, whose last bits depend on how many
+    models share its batch: `similar` and the uncached re-rank (and fallbacks) must ask for the same
+    batch, or their answers differ (the test above failed intermittently when they did not)."""
+    ids = register(ctx)
+    batches: list[np.ndarray] = []
+    predict = ctx.embedder.predict
+
+    def spy(z: np.ndarray, phi: np.ndarray) -> np.ndarray:
+        batches.append(np.array(z))
+        return predict(z, phi)
+
+    monkeypatch.setattr(ctx.embedder, "predict", spy)
+    services.similar_models(ctx, ids[0], k=4)
+    served, batches[:] = list(batches), []
+    similarity.rerank(ctx, ids[0], candidates(ctx, ids[0]), 4, cached=False)
+    assert served and len(batches) == len(served)
+    assert all(np.array_equal(a, b) for a, b in zip(served, batches, strict=True))
+
+
 def test_a_score_write_changes_the_cached_evidence(ctx: Context) -> None:
     ids = register(ctx)
     before = {it.model.id: it for it in services.similar_models(ctx, ids[0], k=6).items}
