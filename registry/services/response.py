@@ -50,9 +50,15 @@ def fit(qids: Sequence[uuid.UUID], scores: np.ndarray, stats: ItemStats) -> Fitt
         return FittedResponse(0.0, {})
     rows = [stats[q] for q in qids]
     b = difficulties(np.array([r[0] for r in rows]), np.array([r[1] for r in rows], np.float64))
-    names, groups = np.unique([group_of(r) for r in rows], return_inverse=True)
-    prof = fit_profile(b, np.asarray(scores, np.float64), groups, len(names))
-    return FittedResponse(prof.ability, {str(n): float(prof.offsets[i]) for i, n in enumerate(names)})
+    # Groups numbered in order of appearance (a fit depends on which questions share a group, not on
+    # the numbers): a dict instead of np.unique over the group names, about a fifth of a fit's time.
+    # An empty benchmark or category is the same as none (`group_of`).
+    number: dict[tuple[str, str], int] = {}
+    groups = np.array([number.setdefault((r[2] or "", r[3] or ""), len(number)) for r in rows], np.int64)
+    prof = fit_profile(b, np.asarray(scores, np.float64), groups, len(number))
+    return FittedResponse(
+        prof.ability, {group_of((0.0, 0, *key)): float(prof.offsets[i]) for key, i in number.items()}
+    )
 
 
 @dataclass(frozen=True)
