@@ -40,8 +40,10 @@ def test_fit_is_the_profile_over_the_groups_by_name() -> None:
 
 
 def test_an_empty_benchmark_or_category_is_the_same_group_as_none() -> None:
+    """Questions whose benchmark or category is "" on some and None on others (as `_questions` draws
+    them) fit exactly as if every one of them were None."""
     qids, stats = _questions(60, 2)
+    assert {s[2] for s in stats.values()} >= {None, ""} and {s[3] for s in stats.values()} >= {None, ""}
     y = (np.random.default_rng(3).random(len(qids)) < 0.5).astype(np.float64)
     blank = {q: (s, c, b or None, k or None) for q, (s, c, b, k) in stats.items()}
-    empty = {q: (s, c, b or "", k or "") for q, (s, c, b, k) in stats.items()}
-    assert fit(qids, y, blank) == fit(qids, y, empty)
+    assert fit(qids, y, stats) == fit(qids, y, blank)
