@@ -5,6 +5,7 @@ backend is picked as documented; the read-replica routing sends GET queries to t
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -256,3 +257,42 @@ def test_a_race_that_keeps_failing_is_a_409() -> None:
     with pytest.raises(ConcurrentWrite) as caught:
         always_collides()
     assert len(calls) == ATTEMPTS and status_for(caught.value) == 409
+
+
+def test_a_sqlite_file_keeps_the_connections_it_opens(tmp_path: Path) -> None:
+    """SQLAlchemy's default SQLite pool closes every connection above 5 on return, so 8 concurrent
+    clients reopened one every ~20 checkouts (each paying the open, the pragmas and the schema's parse);
+    the pool now keeps size + overflow open, with the same cap on concurrent connections."""
+    from sqlalchemy import text
+
+    from api.wiring import build_engine
+
+    cfg = Settings(database_url=f"sqlite:///{tmp_path / 'pool.db'}", db_pool_size=2, db_max_overflow=6)
+    engine = build_engine(cfg)
+    engine.dispose()  # the migrations' connection: count from an empty pool
+    opened: list[int] = []
+    event.listen(engine, "connect", lambda *_: opened.append(1))
+    barrier = threading.Barrier(8)
+
+    def client() -> None:
+        for _ in range(20):
+            with engine.connect() as conn:
+                barrier.wait(timeout=10)  # all 8 hold a connection at once
+                conn.execute(text("SELECT 1")).one()
+
+    threads = [threading.Thread(target=client) for _ in range(8)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert engine.pool.size() == 8 and engine.pool._max_overflow == 0  # type: ignore[attr-defined]
+    assert len(opened) == 8  # opened once each, never reopened across 20 rounds
+    engine.dispose()
+
+
+def test_an_in_memory_sqlite_keeps_sqlalchemys_pool() -> None:
+    from api.wiring import build_engine
+
+    engine = build_engine(Settings(database_url="sqlite://", db_pool_size=2, db_max_overflow=6))
+    assert type(engine.pool).__name__ == "SingletonThreadPool"
+    engine.dispose()
