@@ -7,25 +7,26 @@ query encoder's own throughput, all measured in the same run on the same machine
 
 Each server runs in its own process (uvicorn, one worker) on 127.0.0.1; the load generator is an asyncio
 httpx client with `--concurrency` connections in this process. Every phase stops by itself after
-`--duration` seconds. The registry is the embedded default (SQLite + qdrant-client local mode) with the
+`--duration` seconds. The registry is the embedded default (SQLite + Qdrant Edge) with the
 shipped checkpoint, seeded directly (random model vectors: search cost does not depend on where they come
 from), each model scored 0/1 on 96 of 128 registered questions (so `similar`'s behaviour re-ranking has
 shared questions and predicted profiles to compare). Requests: similar = GET /v1/models/{id}/similar?k=10,
-fallbacks = GET /v1/models/{id}/fallbacks, route = POST /v1/route with one new query text per request (so
-the query encoder runs each time) over every model, route_100 = the same over 100 named candidates,
-register = POST /v1/models with 128 evaluations of registered questions, similar_during_writes = similar
-(on other models) while one more client registers a model every 0.2 s (what a registry taking
-registrations serves; the registrations made are reported). Each measured run goes on with the requests
-after its 2 s warm-up's; for the phases that pick a random model per request, `repeated_share` is the
-share of measured requests about a model already asked about earlier in the phase (what caches can
-answer from; `similar` reuses a whole ranked answer until the next write). Beside req/s, each phase
-reports `cpu_ms_per_request`: the server process's CPU time (user + system, all threads, from
-/proc/<pid>/stat; Linux only) over the measured run divided by the requests it served then (registrations
-of similar_during_writes included): what one request costs the server, which req/s mixes with how much
-of the two cores the load generator and the machine's other tenants leave it. Its ratio to the minimal
-endpoint's is printed beside it. Both measures moved by about a tenth between runs of one build
-(similar at 1,000 models, four runs: 61-76 req/s, 13.8-17.0 ms per request). Writes
-benchmarks/results/load.json and prints a table.
+similar_warm = similar after every model has been asked about once (unmeasured; the steady state of a
+long-running process between writes, where every answer comes from the cache), fallbacks = GET
+/v1/models/{id}/fallbacks, route = POST /v1/route with one new query text per request (so the query
+encoder runs each time) over every model, route_100 = the same over 100 named candidates, register = POST
+/v1/models with 128 evaluations of registered questions, similar_during_writes = similar (on other models)
+while one more client registers a model every 0.2 s (what a registry taking registrations serves; the
+registrations made are reported). Each measured run goes on with the requests after its 2 s warm-up's; for
+the phases that pick a random model per request, `repeated_share` is the share of measured requests about
+a model already asked about earlier in the phase (what caches can answer from; `similar` reuses a whole
+ranked answer until the next write). Beside req/s, each phase reports `cpu_ms_per_request`: the server
+process's CPU time (user + system, all threads, from /proc/<pid>/stat; Linux only) over the measured run
+divided by the requests it served then (registrations of similar_during_writes included): what one request
+costs the server, which req/s mixes with how much of the two cores the load generator and the machine's
+other tenants leave it. Its ratio to the minimal endpoint's is printed beside it. Both measures moved by
+about a tenth between runs of one build (similar at 1,000 models, four runs: 61-76 req/s, 13.8-17.0 ms per
+request). Writes benchmarks/results/load.json and prints a table.
 """
 
 from __future__ import annotations
@@ -234,6 +235,22 @@ def load(
     return stats(latencies, errors, time.perf_counter() - started) | {"statuses": statuses}
 
 
+def ask_each(url: str, paths: list[str], *, headers: dict[str, str], concurrency: int) -> None:
+    """GET every path once, `concurrency` at a time (not measured); raises on any failure."""
+
+    async def main() -> None:
+        gate = asyncio.Semaphore(concurrency)
+        async with httpx.AsyncClient(base_url=url, headers=headers, timeout=120) as client:
+
+            async def one(path: str) -> None:
+                async with gate:
+                    (await client.get(path)).raise_for_status()
+
+            await asyncio.gather(*(one(p) for p in paths))
+
+    asyncio.run(main())
+
+
 def stats(latencies: list[float], errors: int, elapsed: float) -> dict[str, Any]:
     ms = np.asarray(latencies) * 1000 if latencies else np.zeros(1)
     return {
@@ -284,6 +301,8 @@ def run_pool(n_models: int, args: argparse.Namespace) -> dict[str, Any]:
         picks = rng.integers(0, len(ids), size=1_000_000)
         phases: dict[str, Callable[[int], tuple[str, str, Any]]] = {
             "similar": lambda n: ("GET", f"/v1/models/{ids[picks[n]]}/similar?k=10", None),
+            # similar once every model has been asked about (a long-running process between writes)
+            "similar_warm": lambda n: ("GET", f"/v1/models/{ids[picks[n + 250_000]]}/similar?k=10", None),
             "fallbacks": lambda n: ("GET", f"/v1/models/{ids[picks[n]]}/fallbacks", None),
             "route": lambda n: (
                 "POST",
@@ -321,6 +340,9 @@ def run_pool(n_models: int, args: argparse.Namespace) -> dict[str, Any]:
             for name, make in phases.items():
                 if name not in args.phases:
                     continue
+                if name == "similar_warm":
+                    paths = [f"/v1/models/{m}/similar?k=10" for m in ids]
+                    ask_each(url, paths, headers=_auth(key), concurrency=args.concurrency)
                 # the measured run goes on with the requests after the warm-up's, not the same ones again
                 counter = itertools.count()
                 load(url, make, concurrency=args.concurrency, duration=2, headers=_auth(key), counter=counter)
@@ -563,7 +585,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--phases",
         nargs="+",
-        default=["similar", "fallbacks", "route", "route_100", "register", "similar_during_writes"],
+        default=[
+            "similar",
+            "similar_warm",
+            "fallbacks",
+            "route",
+            "route_100",
+            "register",
+            "similar_during_writes",
+        ],
         help="registry phases",
     )
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "load.json")
