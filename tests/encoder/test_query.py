@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -74,3 +76,100 @@ def test_many_shards_are_merged_into_one_at_load(tmp_path: Path, monkeypatch: py
     small.put_many(["a"], np.ones((1, 3), np.float32))
     EncodingCache(few)
     assert len(list(few.glob("*.npz"))) == 1  # at or under the threshold: left as it is
+
+
+def _spy(enc: QueryEncoder, monkeypatch: pytest.MonkeyPatch, before: Any) -> list[list[str]]:
+    """Record every batch the model encodes; `before(texts)` runs first, in the encoding thread."""
+    calls: list[list[str]] = []
+    real = enc._model.encode
+
+    def spied(texts: list[str], **kw: object) -> np.ndarray:
+        calls.append(list(texts))
+        before(texts)
+        return np.asarray(real(texts, **kw))
+
+    monkeypatch.setattr(enc._model, "encode", spied)
+    return calls
+
+
+def test_encodes_of_different_texts_run_at_the_same_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Regression: one lock around the model let a server (one intra-op thread) encode one query at a
+    time, leaving the other cores idle. Two new texts from two threads are now inside the model at once
+    (the barrier needs both; one at a time, it times out)."""
+    enc = QueryEncoder()
+    enc.encode(["the first encode runs alone"], persist=False)
+    both = threading.Barrier(2)
+    _spy(enc, monkeypatch, lambda texts: both.wait(timeout=20))
+    got: dict[str, np.ndarray] = {}
+
+    def run(text: str) -> None:
+        got[text] = enc.encode([text], persist=False)[0]
+
+    threads = [threading.Thread(target=run, args=(t,)) for t in ("route this", "and route that")]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert not both.broken and set(got) == {"route this", "and route that"}
+    np.testing.assert_array_equal(got["route this"], QueryEncoder().encode(["route this"], persist=False)[0])
+
+
+def test_a_text_being_encoded_is_waited_for_not_encoded_twice(monkeypatch: pytest.MonkeyPatch) -> None:
+    enc = QueryEncoder()
+    enc.encode(["warm"], persist=False)
+    entered, release = threading.Event(), threading.Event()
+
+    def hold(texts: list[str]) -> None:
+        entered.set()
+        assert release.wait(timeout=20)
+
+    calls = _spy(enc, monkeypatch, hold)
+    first: list[np.ndarray] = []
+    th = threading.Thread(target=lambda: first.append(enc.encode(["same query"], persist=False)[0]))
+    th.start()
+    assert entered.wait(timeout=20)
+    second: list[np.ndarray] = []
+    waiter = threading.Thread(target=lambda: second.append(enc.encode(["same query", "warm"], persist=False)))
+    waiter.start()
+    waiter.join(timeout=0.5)
+    assert waiter.is_alive()  # waiting for the first call's encode, not encoding it again
+    release.set()
+    th.join()
+    waiter.join()
+    assert calls == [["same query"]]
+    np.testing.assert_array_equal(second[0][0], first[0])
+
+
+def test_a_failed_encode_is_retried_by_whoever_waited_for_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    enc = QueryEncoder()
+    enc.encode(["warm"], persist=False)
+    entered, release = threading.Event(), threading.Event()
+    attempts: list[int] = []
+
+    def fail_first(texts: list[str]) -> None:
+        attempts.append(1)
+        if len(attempts) == 1:
+            entered.set()
+            assert release.wait(timeout=20)
+            raise RuntimeError("the model failed")
+
+    _spy(enc, monkeypatch, fail_first)
+    errors: list[BaseException] = []
+
+    def failing() -> None:
+        try:
+            enc.encode(["flaky query"], persist=False)
+        except RuntimeError as exc:
+            errors.append(exc)
+
+    th = threading.Thread(target=failing)
+    th.start()
+    assert entered.wait(timeout=20)
+    out: list[np.ndarray] = []
+    waiter = threading.Thread(target=lambda: out.append(enc.encode(["flaky query"], persist=False)))
+    waiter.start()
+    release.set()
+    th.join()
+    waiter.join(timeout=30)
+    assert len(errors) == 1 and not waiter.is_alive() and out[0].shape == (1, 384)
+    assert len(attempts) == 2 and not enc._inflight
