@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +98,7 @@ def test_encodes_of_different_texts_run_at_the_same_time(monkeypatch: pytest.Mon
     time, leaving the other cores idle. Two new texts from two threads are now inside the model at once
     (the barrier needs both; one at a time, it times out)."""
     enc = QueryEncoder()
+    enc._free = 2  # two model slots, whatever this machine has
     enc.encode(["the first encode runs alone"], persist=False)
     both = threading.Barrier(2)
     _spy(enc, monkeypatch, lambda texts: both.wait(timeout=20))
@@ -173,3 +175,103 @@ def test_a_failed_encode_is_retried_by_whoever_waited_for_it(monkeypatch: pytest
     waiter.join(timeout=30)
     assert len(errors) == 1 and not waiter.is_alive() and out[0].shape == (1, 384)
     assert len(attempts) == 2 and not enc._inflight
+
+
+def test_texts_queued_while_the_model_is_busy_share_one_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Concurrent requests' new texts wait in one queue; whoever gets the model next encodes them all in
+    one call (a routed query alone costs ~2.8x the CPU per text of a batch of 8), each text's vector as
+    encoded alone up to float rounding."""
+    enc = QueryEncoder()
+    enc._free = 1
+    enc.encode(["warm"], persist=False)
+    entered, release = threading.Event(), threading.Event()
+
+    def hold_first(texts: list[str]) -> None:
+        if texts == ["first query"]:
+            entered.set()
+            assert release.wait(timeout=20)
+
+    calls = _spy(enc, monkeypatch, hold_first)
+    got: dict[str, np.ndarray] = {}
+
+    def run(text: str) -> None:
+        got[text] = enc.encode([text], persist=False)[0]
+
+    first = threading.Thread(target=run, args=("first query",))
+    first.start()
+    assert entered.wait(timeout=20)
+    later = [f"queued query {i} about {topic}" for i, topic in enumerate(["maths", "law", "code"])]
+    threads = [threading.Thread(target=run, args=(t,)) for t in later]
+    for th in threads:
+        th.start()
+    deadline = time.monotonic() + 20
+    while len(enc._queue) < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    release.set()
+    for th in [first, *threads]:
+        th.join()
+    assert calls[0] == ["first query"] and sorted(calls[1]) == sorted(later) and len(calls) == 2
+    alone = QueryEncoder()
+    for text in ["first query", *later]:
+        np.testing.assert_allclose(got[text], alone.encode([text], persist=False)[0], atol=1e-6)
+    assert not enc._queue and not enc._inflight
+
+
+def test_a_text_that_fails_fails_only_its_own_request(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch that fails is encoded again text by text: the other requests in it get their vectors,
+    the request whose text fails gets the error, and nothing is left queued or in flight."""
+    enc = QueryEncoder()
+    enc._free = 1
+    enc.encode(["warm"], persist=False)
+    entered, release = threading.Event(), threading.Event()
+
+    def model(texts: list[str]) -> None:
+        if texts == ["hold the model"]:
+            entered.set()
+            assert release.wait(timeout=20)
+        if any("poison" in t for t in texts):
+            raise RuntimeError("the model failed on a text")
+
+    calls = _spy(enc, monkeypatch, model)
+    results: dict[str, object] = {}
+
+    def run(text: str) -> None:
+        try:
+            results[text] = enc.encode([text], persist=False)[0]
+        except RuntimeError as exc:
+            results[text] = exc
+
+    holder = threading.Thread(target=run, args=("hold the model",))
+    holder.start()
+    assert entered.wait(timeout=20)
+    texts = ["a good query", "a poison query", "another good query"]
+    threads = [threading.Thread(target=run, args=(t,)) for t in texts]
+    for th in threads:
+        th.start()
+    deadline = time.monotonic() + 20
+    while len(enc._queue) < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    release.set()
+    for th in [holder, *threads]:
+        th.join()
+    assert isinstance(results["a poison query"], RuntimeError)
+    for good in ("a good query", "another good query"):
+        assert isinstance(results[good], np.ndarray)
+    assert len(calls[1]) == 3  # the batch, then each text alone (the failing one again by its own
+    # request, unless that request ran the batch and so already knows)
+    alone = sorted(t for call in calls[2:] for t in call)
+    assert all(len(call) == 1 for call in calls[2:])
+    assert alone in (sorted(texts), sorted([*texts, "a poison query"]))
+    assert not enc._queue and not enc._inflight
+    np.testing.assert_array_equal(enc.encode(["a good query"], persist=False)[0], results["a good query"])
+
+
+def test_a_bulk_encode_keeps_its_own_calls(monkeypatch: pytest.MonkeyPatch) -> None:
+    """More new texts than one batch (an import) are encoded by their own call, not queued ahead of
+    routed queries."""
+    enc = QueryEncoder(batch_size=4)
+    enc.encode(["warm"], persist=False)
+    calls = _spy(enc, monkeypatch, lambda texts: None)
+    texts = [f"imported question {i}" for i in range(9)]
+    v = enc.encode(texts)
+    assert calls == [texts] and v.shape == (9, 384) and len(enc.cache) == 9 and not enc._queue
