@@ -221,7 +221,7 @@ class QueryEncoder:
                     if not any(key in self._queue for key in mine):
                         return
                     self._free -= 1
-                    batch = {}
+                    batch: dict[str, tuple[str, bool]] = {}
                     while self._queue and len(batch) < self.batch_size:
                         key, item = self._queue.popitem(last=False)
                         batch[key] = item

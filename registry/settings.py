@@ -98,8 +98,8 @@ class Settings(BaseSettings):
         description="Server processes of `locus-registry serve`; above 1 needs a Qdrant server (qdrant_url): "
         "local mode is one process per folder.",
     )
-    # Database connections, per process (a PostgreSQL server with N workers opens up to N * (size + overflow)).
-    # A SQLite file keeps size + overflow connections open once opened (no server process per connection).
+    # Database connections per process: a PostgreSQL server with N workers opens up to N * (size + overflow);
+    # a SQLite file keeps size + overflow open once opened (no server process per connection).
     db_pool_size: int = Field(default=5, ge=1, le=1000, description="Connections kept open per process.")
     db_max_overflow: int = Field(default=10, ge=0, le=1000, description="Extra connections under load.")
     db_pool_timeout: float = Field(default=30.0, gt=0, description="Seconds to wait for a free connection.")
