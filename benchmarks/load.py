@@ -24,9 +24,9 @@ ranked answer until the next write). Beside req/s, each phase reports `cpu_ms_pe
 process's CPU time (user + system, all threads, from /proc/<pid>/stat; Linux only) over the measured run
 divided by the requests it served then (registrations of similar_during_writes included): what one request
 costs the server, which req/s mixes with how much of the two cores the load generator and the machine's
-other tenants leave it. Its ratio to the minimal endpoint's is printed beside it. Both measures moved by
-about a tenth between runs of one build (similar at 1,000 models, four runs: 61-76 req/s, 13.8-17.0 ms per
-request). Writes benchmarks/results/load.json and prints a table.
+other tenants leave it. Its ratio to the minimal endpoint's is printed beside it. Both measures move by a
+tenth or more between runs on a shared machine (similar at 1,000 models, eight runs in one session: 90-161
+req/s, 6.2-11.3 ms per request). Writes benchmarks/results/load.json and prints a table.
 """
 
 from __future__ import annotations

@@ -134,9 +134,8 @@ class QueryEncoder:
         # Texts encoded with persist=False (queries being routed): kept in memory only, the least
         # recently used dropped beyond TRANSIENT_MAX, never written to the shards.
         self.transient: OrderedDict[str, np.ndarray] = OrderedDict()
-        self._lock = (
-            threading.Lock()
-        )  # guards the caches, `_inflight` and `_queue`; never held while encoding
+        # Guards the caches, `_inflight`, `_queue` and `_free`; never held while the model runs.
+        self._lock = threading.Lock()
         # Texts being encoded now or queued for it, each with the event set when its encode is over: a
         # request for the same new text waits for it instead of encoding it a second time.
         self._inflight: dict[str, threading.Event] = {}
@@ -145,13 +144,14 @@ class QueryEncoder:
         # requests': concurrent routed queries share a forward pass (one query alone costs about 2.8x the
         # CPU per text of a batch of 8, timed by hand).
         self._queue: OrderedDict[str, tuple[str, bool]] = OrderedDict()
-        # Model calls run concurrently, up to one per core: a server encodes with one intra-op thread
-        # (`Settings.torch_threads`), so one call at a time left the other cores idle. The first call runs
-        # alone: it configures the tokenizer's truncation and padding, which later calls only read.
-        self._free = max(1, os.cpu_count() or 1)  # model slots free now (guarded by `_lock`)
+        # Model calls run concurrently, up to one per core (the slots free now): a server encodes with one
+        # intra-op thread (`Settings.torch_threads`), so one call at a time left the other cores idle.
+        self._free = max(1, os.cpu_count() or 1)
         # Signalled when a slot frees or a batch takes texts from the queue: a request waiting for a slot
         # learns at once that another's batch took its texts (and then waits for that batch instead).
         self._changed = threading.Condition(self._lock)
+        # The first model call runs alone: it configures the tokenizer's truncation and padding, which
+        # later calls only read.
         self._first = threading.Lock()
         self._configured = False
 
