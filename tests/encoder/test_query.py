@@ -101,15 +101,22 @@ def test_encodes_of_different_texts_run_at_the_same_time(monkeypatch: pytest.Mon
     enc._free = 2  # two model slots, whatever this machine has
     enc.encode(["the first encode runs alone"], persist=False)
     both = threading.Barrier(2)
-    _spy(enc, monkeypatch, lambda texts: both.wait(timeout=20))
+    inside = threading.Event()
+
+    def meet(texts: list[str]) -> None:
+        inside.set()
+        both.wait(timeout=20)
+
+    _spy(enc, monkeypatch, meet)
     got: dict[str, np.ndarray] = {}
 
     def run(text: str) -> None:
         got[text] = enc.encode([text], persist=False)[0]
 
     threads = [threading.Thread(target=run, args=(t,)) for t in ("route this", "and route that")]
-    for th in threads:
-        th.start()
+    threads[0].start()
+    assert inside.wait(timeout=20)  # the first is in the model before the second asks (its own batch)
+    threads[1].start()
     for th in threads:
         th.join()
     assert not both.broken and set(got) == {"route this", "and route that"}
