@@ -184,59 +184,21 @@ def test_a_failed_encode_is_retried_by_whoever_waited_for_it(monkeypatch: pytest
     assert len(attempts) == 2 and not enc._inflight
 
 
-def test_texts_queued_while_the_model_is_busy_share_one_call(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Concurrent requests' new texts wait in one queue; whoever gets the model next encodes them all in
-    one call (a routed query alone costs ~2.8x the CPU per text of a batch of 8), each text's vector as
-    encoded alone up to float rounding."""
+def _behind_a_busy_model(
+    monkeypatch: pytest.MonkeyPatch, texts: list[str], fail_on: str | None = None
+) -> tuple[QueryEncoder, list[list[str]], dict[str, object]]:
+    """One model slot, held by a first request while `texts` arrive from one thread each and queue; then
+    released. Returns the encoder, the model's batches and each text's vector (or error)."""
     enc = QueryEncoder()
     enc._free = 1
     enc.encode(["warm"], persist=False)
     entered, release = threading.Event(), threading.Event()
 
-    def hold_first(texts: list[str]) -> None:
-        if texts == ["first query"]:
+    def model(batch: list[str]) -> None:
+        if batch == ["hold the model"]:
             entered.set()
             assert release.wait(timeout=20)
-
-    calls = _spy(enc, monkeypatch, hold_first)
-    got: dict[str, np.ndarray] = {}
-
-    def run(text: str) -> None:
-        got[text] = enc.encode([text], persist=False)[0]
-
-    first = threading.Thread(target=run, args=("first query",))
-    first.start()
-    assert entered.wait(timeout=20)
-    later = [f"queued query {i} about {topic}" for i, topic in enumerate(["maths", "law", "code"])]
-    threads = [threading.Thread(target=run, args=(t,)) for t in later]
-    for th in threads:
-        th.start()
-    deadline = time.monotonic() + 20
-    while len(enc._queue) < 3 and time.monotonic() < deadline:
-        time.sleep(0.01)
-    release.set()
-    for th in [first, *threads]:
-        th.join()
-    assert calls[0] == ["first query"] and sorted(calls[1]) == sorted(later) and len(calls) == 2
-    alone = QueryEncoder()
-    for text in ["first query", *later]:
-        np.testing.assert_allclose(got[text], alone.encode([text], persist=False)[0], atol=1e-6)
-    assert not enc._queue and not enc._inflight
-
-
-def test_a_text_that_fails_fails_only_its_own_request(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A batch that fails is encoded again text by text: the other requests in it get their vectors,
-    the request whose text fails gets the error, and nothing is left queued or in flight."""
-    enc = QueryEncoder()
-    enc._free = 1
-    enc.encode(["warm"], persist=False)
-    entered, release = threading.Event(), threading.Event()
-
-    def model(texts: list[str]) -> None:
-        if texts == ["hold the model"]:
-            entered.set()
-            assert release.wait(timeout=20)
-        if any("poison" in t for t in texts):
+        if fail_on is not None and any(fail_on in t for t in batch):
             raise RuntimeError("the model failed on a text")
 
     calls = _spy(enc, monkeypatch, model)
@@ -251,16 +213,36 @@ def test_a_text_that_fails_fails_only_its_own_request(monkeypatch: pytest.Monkey
     holder = threading.Thread(target=run, args=("hold the model",))
     holder.start()
     assert entered.wait(timeout=20)
-    texts = ["a good query", "a poison query", "another good query"]
     threads = [threading.Thread(target=run, args=(t,)) for t in texts]
     for th in threads:
         th.start()
     deadline = time.monotonic() + 20
-    while len(enc._queue) < 3 and time.monotonic() < deadline:
+    while len(enc._queue) < len(texts) and time.monotonic() < deadline:
         time.sleep(0.01)
     release.set()
     for th in [holder, *threads]:
         th.join()
+    return enc, calls, results
+
+
+def test_texts_queued_while_the_model_is_busy_share_one_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Concurrent requests' new texts wait in one queue; whoever gets the model next encodes them all in
+    one call (a routed query alone costs ~2.8x the CPU per text of a batch of 8), each text's vector as
+    encoded alone up to float rounding."""
+    later = [f"queued query {i} about {topic}" for i, topic in enumerate(["maths", "law", "code"])]
+    enc, calls, got = _behind_a_busy_model(monkeypatch, later)
+    assert calls[0] == ["hold the model"] and sorted(calls[1]) == sorted(later) and len(calls) == 2
+    alone = QueryEncoder()
+    for text in ["hold the model", *later]:
+        np.testing.assert_allclose(got[text], alone.encode([text], persist=False)[0], atol=1e-6)
+    assert not enc._queue and not enc._inflight
+
+
+def test_a_text_that_fails_fails_only_its_own_request(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch that fails is encoded again text by text: the other requests in it get their vectors,
+    the request whose text fails gets the error, and nothing is left queued or in flight."""
+    texts = ["a good query", "a poison query", "another good query"]
+    enc, calls, results = _behind_a_busy_model(monkeypatch, texts, fail_on="poison")
     assert isinstance(results["a poison query"], RuntimeError)
     for good in ("a good query", "another good query"):
         assert isinstance(results[good], np.ndarray)
