@@ -170,8 +170,8 @@ class QueryEncoder:
         texts): new encodings go to a bounded in-memory cache only, so serving traffic neither writes a
         shard per request nor grows the persistent cache without end."""
         keys = [text_hash(t) for t in texts]
-        out = np.empty((len(texts), self.dim), dtype=np.float32)
         pending = dict(zip(keys, texts, strict=True))
+        got: dict[str, np.ndarray] = {}
         while pending:
             mine, theirs = self._claim(pending, persist)
             if len(mine) > self.batch_size:  # a bulk encode (an import): its own calls, not the queue
@@ -181,14 +181,17 @@ class QueryEncoder:
             for done in theirs:
                 done.wait()
             with self._lock:
-                for i, key in enumerate(keys):
-                    if key in pending and (vec := self._lookup(key)) is not None:
-                        out[i] = vec
-                pending = {k: t for k, t in pending.items() if self._lookup(k) is None}
-                # (left pending only if another request's encode failed or its result was evicted at
-                # once: claimed and encoded again)
+                # (a text stays pending only if another request's encode of it failed, or its result was
+                # evicted at once: claimed and encoded again)
+                for key in list(pending):
+                    if (vec := self._lookup(key)) is not None:
+                        got[key] = vec
+                        del pending[key]
                 while len(self.transient) > TRANSIENT_MAX:
                     self.transient.popitem(last=False)
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        for i, key in enumerate(keys):
+            out[i] = got[key]
         return out
 
     def _claim(self, texts: dict[str, str], persist: bool) -> tuple[dict[str, str], list[threading.Event]]:

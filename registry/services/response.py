@@ -31,14 +31,9 @@ from registry.item_response import (
 ItemStats = Mapping[uuid.UUID, tuple[float, int, str | None, str | None]]
 
 
-def group_name(benchmark: str | None, category: str | None) -> str:
-    """The group of questions of this benchmark and category (empty the same as none)."""
-    return f"{benchmark or ''}\x1f{category or ''}"
-
-
 def group_of(stat: tuple[float, int, str | None, str | None]) -> str:
-    """A question's group: its benchmark and category (either may be empty)."""
-    return group_name(stat[2], stat[3])
+    """A question's group: its benchmark and category (either may be empty; empty the same as none)."""
+    return f"{stat[2] or ''}\x1f{stat[3] or ''}"
 
 
 @dataclass(frozen=True)
@@ -57,13 +52,10 @@ def fit(qids: Sequence[uuid.UUID], scores: np.ndarray, stats: ItemStats) -> Fitt
     b = difficulties(np.array([r[0] for r in rows]), np.array([r[1] for r in rows], np.float64))
     # Groups numbered in order of appearance (a fit depends on which questions share a group, not on
     # the numbers): a dict instead of np.unique over the group names, about a fifth of a fit's time.
-    # An empty benchmark or category is the same as none (`group_name`).
-    number: dict[tuple[str, str], int] = {}
-    groups = np.array([number.setdefault((r[2] or "", r[3] or ""), len(number)) for r in rows], np.int64)
+    number: dict[str, int] = {}
+    groups = np.array([number.setdefault(group_of(r), len(number)) for r in rows], np.int64)
     prof = fit_profile(b, np.asarray(scores, np.float64), groups, len(number))
-    return FittedResponse(
-        prof.ability, {group_name(*key): float(prof.offsets[i]) for key, i in number.items()}
-    )
+    return FittedResponse(prof.ability, {name: float(prof.offsets[i]) for name, i in number.items()})
 
 
 @dataclass(frozen=True)
