@@ -6,6 +6,7 @@ import asyncio
 import importlib
 import json
 import logging
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -16,6 +17,8 @@ from api import errors, metrics
 from api.deps import Container, reject_unknown_query
 from api.middleware import RequestContext, request_id_of
 from api.routes import drift, health, imports, jobs, keys, models, questions
+from api.warmup import WarmupState
+from registry.services.warmup import warm_caches
 from registry.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -110,6 +113,34 @@ def _optional_routers() -> list[APIRouter]:
 
 
 @asynccontextmanager
+async def _cache_warmup(app: FastAPI, container: Container) -> AsyncIterator[None]:
+    """Fill `similar`'s caches for every model in a background thread (`LOCUS_CACHE_WARMUP`), so that
+    `/readyz` says ready once a request about any model is answered warm (`registry.services.warmup`)."""
+    state = app.state.warmup = WarmupState(enabled=container.settings.cache_warmup)
+    if not state.enabled:
+        yield
+        return
+    stop = threading.Event()
+
+    def run() -> None:
+        try:
+            report = warm_caches(container.current(), stop=stop, progress=state.advance)
+            state.finish(report.models, report.seconds)
+            log.info("caches warmed: %d models in %.2f s", report.models, report.seconds)
+        except Exception as exc:  # requests fill the caches as they come: never block readiness on it
+            log.exception("cache warm-up failed")
+            state.fail(f"{type(exc).__name__}: {exc}")
+
+    thread = threading.Thread(target=run, name="locus-cache-warmup", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        await asyncio.to_thread(thread.join)
+
+
+@asynccontextmanager
 async def _job_runner(container: Container) -> AsyncIterator[None]:
     """Background-job worker threads for the app's lifetime (LOCUS_JOB_WORKERS; 0 = none)."""
     from api import jobs as job_wiring
@@ -135,7 +166,7 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if container is not None:
             app.state.container = container
-            async with _job_runner(container):
+            async with _cache_warmup(app, container), _job_runner(container):
                 yield
             return
         from api.wiring import build_container  # imports torch: keep it out of module import
@@ -143,7 +174,7 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
         built = build_container(cfg)
         app.state.container = built
         try:
-            async with _job_runner(built):
+            async with _cache_warmup(app, built), _job_runner(built):
                 yield
         finally:
             built.close()

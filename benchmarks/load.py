@@ -10,7 +10,11 @@ httpx client with `--concurrency` connections in this process. Every phase stops
 `--duration` seconds. The registry is the embedded default (SQLite + Qdrant Edge) with the
 shipped checkpoint, seeded directly (random model vectors: search cost does not depend on where they come
 from), each model scored 0/1 on 96 of 128 registered questions (so `similar`'s behaviour re-ranking has
-shared questions and predicted profiles to compare). Requests: similar = GET /v1/models/{id}/similar?k=10,
+shared questions and predicted profiles to compare). The server warms its caches at start
+(`LOCUS_CACHE_WARMUP`, off with `--no-cache-warmup`) and the phases begin once `/readyz` answers 200, as a
+load balancer behind a readiness probe would send traffic; the wait is reported under `ready`. Requests:
+similar = GET /v1/models/{id}/similar?k=10 (a model's first ask after start: its ranked answer and
+predicted-profile distances are computed, its other inputs are warm unless the warm-up is off),
 similar_warm = similar after every model has been asked about once (unmeasured; the steady state of a
 long-running process between writes, where every answer comes from the cache), fallbacks = GET
 /v1/models/{id}/fallbacks, route = POST /v1/route with one new query text per request (so the query
@@ -356,7 +360,10 @@ def run_pool(n_models: int, args: argparse.Namespace) -> dict[str, Any]:
             ),
         }
         port = free_port()
+        env = {**env, "LOCUS_CACHE_WARMUP": "true" if args.cache_warmup else "false"}
         with serve_process(["-m", "api", "serve", "--port", str(port)], env, port) as (url, pid):
+            out["ready"] = wait_ready(url)  # phases start when a load balancer would send traffic
+            print(f"  {n_models} models ready after {out['ready']['wait_s']:.1f} s", flush=True)
             for name, make in phases.items():
                 if name not in args.phases:
                     continue
@@ -398,6 +405,19 @@ def run_pool(n_models: int, args: argparse.Namespace) -> dict[str, Any]:
             out["minimal_knn"] = base | {"cpu_ms_per_request": per_request(cpu, base["requests"])}
             print(f"  {n_models} models minimal k-NN: {_row(out['minimal_knn'])}", flush=True)
     return out
+
+
+def wait_ready(url: str, timeout: float = 900.0) -> dict[str, Any]:
+    """Poll `/readyz` until it answers 200 (after the start-up cache warm-up, unless disabled): seconds
+    waited since `/healthz` first answered, and what the server says of its warm-up."""
+    started = time.perf_counter()
+    while True:
+        r = httpx.get(f"{url}/readyz", timeout=10)
+        if r.status_code == 200:
+            return {"wait_s": time.perf_counter() - started, "cache_warmup": r.json().get("cache_warmup")}
+        if time.perf_counter() - started > timeout:
+            raise RuntimeError(f"server not ready after {timeout} s: {r.text}")
+        time.sleep(0.1)
 
 
 def cpu_seconds(pid: int) -> float | None:
@@ -624,11 +644,22 @@ def main(argv: list[str] | None = None) -> int:
         metavar="CALLS",
         help="also time CALLS in-process calls of each kind",
     )
+    ap.add_argument(
+        "--no-cache-warmup",
+        dest="cache_warmup",
+        action="store_false",
+        help="serve with LOCUS_CACHE_WARMUP=false: `similar` then starts from cold caches",
+    )
     args = ap.parse_args(argv)
 
     results: dict[str, Any] = {
         "provenance": provenance(),
-        "config": {"models": args.models, "concurrency": args.concurrency, "duration_s": args.duration},
+        "config": {
+            "models": args.models,
+            "concurrency": args.concurrency,
+            "duration_s": args.duration,
+            "cache_warmup": args.cache_warmup,
+        },
         "pools": {},
     }
     print(
@@ -651,6 +682,8 @@ def main(argv: list[str] | None = None) -> int:
     for n, pool in results["pools"].items():
         base = pool.get("minimal_knn", {}).get("cpu_ms_per_request")
         for name, r in pool.items():
+            if name == "ready":
+                continue
             cells = f"{r['req_per_s']:8.1f} {r['p50_ms']:8.1f} {r['p99_ms']:8.1f} {r['errors']:7d}"
             cpu = r.get("cpu_ms_per_request")
             cpu_cell = f"{cpu:10.2f}" if cpu is not None else f"{'-':>10}"

@@ -118,6 +118,11 @@ class Settings(BaseSettings):
     qdrant_write_consistency_factor: int | None = Field(
         default=None, ge=1, description="Replicas that must acknowledge a write; unset = server default."
     )
+    cache_warmup: bool = Field(
+        default=True,
+        description="At start, read every model's `similar` inputs into the process's caches in the "
+        "background; /readyz answers 503 until it is done (about 2 s per 1,000 models).",
+    )
     route_outcome_days: int = Field(
         default=7,
         ge=1,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from api.deps import ContainerDep
@@ -20,14 +20,19 @@ def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz", responses={503: {"description": "a dependency is not ready"}})
-def readyz(container: ContainerDep) -> JSONResponse:
-    """Database, vector index and encoder all answer; 503 otherwise."""
+def readyz(request: Request, container: ContainerDep) -> JSONResponse:
+    """Database, vector index and encoder all answer, and the start-up cache warm-up is over (finished,
+    failed or disabled: `LOCUS_CACHE_WARMUP`); 503 otherwise."""
     checks = services.readiness(container)
+    warmup = getattr(request.app.state, "warmup", None)
+    checks["cache_warmup"] = warmup is None or warmup.ready
     body: dict[str, Any] = {
         "ready": all(checks.values()),
         "checks": checks,
         "encoder_fingerprint": container.embedder.fingerprint,
     }
+    if warmup is not None:
+        body["cache_warmup"] = warmup.describe()
     if checks["database"]:
         # Vectors from another encoder version are not served; a reindex brings them back.
         body["models_needing_reindex"] = services.stale_models(container)

@@ -15,6 +15,8 @@ from registry.settings import Settings
 
 
 def make_container(ctx: Context, **settings: object) -> Container:
+    # No start-up warm-up unless a test asks for it: its thread would race the test's first requests.
+    settings = {"cache_warmup": False, **settings}
     cfg = Settings(database_url="sqlite://", max_body_bytes=200_000, max_items=500, **settings)  # type: ignore[arg-type]
     return Container(
         session_factory=ctx.session_factory,

@@ -57,7 +57,8 @@ def test_health_and_docs(client: TestClient) -> None:
     assert client.get("/healthz").json() == {"status": "ok"}
     r = client.get("/readyz")
     assert r.status_code == 200
-    assert r.json()["checks"] == {"database": True, "index": True, "encoder": True}
+    assert r.json()["checks"] == {"database": True, "index": True, "encoder": True, "cache_warmup": True}
+    assert r.json()["cache_warmup"]["enabled"] is False
     paths = client.get("/openapi.json").json()["paths"]
     assert {"/v1/questions", "/v1/models", "/v1/models/{model_id}/similar", "/v1/keys"} <= set(paths)
 
