@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import importlib
 import json
 import logging
@@ -112,6 +113,17 @@ def _optional_routers() -> list[APIRouter]:
     return out
 
 
+def _freeze_heap(settings: Settings) -> None:
+    """Move every object alive now out of the cyclic garbage collector's reach (`gc.freeze`, with
+    `LOCUS_GC_FREEZE`): the modules, the encoder and, after the warm-up, the cached entries. A full
+    collection stops every request while it scans the heap: at 1,000 models a served process holds about
+    700,000 tracked objects, 600,000 of them from imports, and one collection took 350-370 ms; with the
+    heap frozen, 20 ms (scratch, in-process). Frozen objects are still freed by reference counting when
+    dropped (cache entries hold no cycles); only cyclic garbage among them would stay."""
+    if settings.gc_freeze:
+        gc.freeze()
+
+
 @asynccontextmanager
 async def _cache_warmup(app: FastAPI, container: Container) -> AsyncIterator[None]:
     """Fill `similar`'s caches for every model in a background thread (`LOCUS_CACHE_WARMUP`), so that
@@ -126,6 +138,7 @@ async def _cache_warmup(app: FastAPI, container: Container) -> AsyncIterator[Non
         try:
             report = warm_caches(container.current(), stop=stop, progress=state.advance)
             state.finish(report.models, report.seconds)
+            _freeze_heap(container.settings)  # the warmed entries live as long as the process
             log.info("caches warmed: %d models in %.2f s", report.models, report.seconds)
         except Exception as exc:  # requests fill the caches as they come: never block readiness on it
             log.exception("cache warm-up failed")
@@ -166,6 +179,7 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if container is not None:
             app.state.container = container
+            _freeze_heap(container.settings)
             async with _cache_warmup(app, container), _job_runner(container):
                 yield
             return
@@ -173,6 +187,7 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
 
         built = build_container(cfg)
         app.state.container = built
+        _freeze_heap(cfg)
         try:
             async with _cache_warmup(app, built), _job_runner(built):
                 yield

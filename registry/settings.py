@@ -123,6 +123,12 @@ class Settings(BaseSettings):
         description="At start, read every model's `similar` inputs into the process's caches in the "
         "background; /readyz answers 503 until it is done (about 2 s per 1,000 models).",
     )
+    gc_freeze: bool = Field(
+        default=True,
+        description="Freeze the heap built at start (and after the cache warm-up) out of the garbage "
+        "collector's scans (gc.freeze): full collections, which pause every request, then scan only newer "
+        "objects.",
+    )
     route_outcome_days: int = Field(
         default=7,
         ge=1,

@@ -15,8 +15,9 @@ from registry.settings import Settings
 
 
 def make_container(ctx: Context, **settings: object) -> Container:
-    # No start-up warm-up unless a test asks for it: its thread would race the test's first requests.
-    settings = {"cache_warmup": False, **settings}
+    # No start-up warm-up unless a test asks for it (its thread would race the test's first requests), and
+    # no frozen heap (the apps of a whole test session would stay out of the collector's reach).
+    settings = {"cache_warmup": False, "gc_freeze": False, **settings}
     cfg = Settings(database_url="sqlite://", max_body_bytes=200_000, max_items=500, **settings)  # type: ignore[arg-type]
     return Container(
         session_factory=ctx.session_factory,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
 
@@ -68,3 +69,18 @@ def test_a_failed_warm_up_does_not_hold_readiness(ctx: Context, monkeypatch: pyt
     with TestClient(create_app(container=make_container(ctx, cache_warmup=True))) as client:
         body = _ready(client)
         assert body["cache_warmup"]["error"] == "RuntimeError: disk on fire"  # type: ignore[index]
+
+
+def test_the_heap_is_frozen_at_start_and_after_warming(ctx: Context, monkeypatch: pytest.MonkeyPatch) -> None:
+    register(ctx, n_models=3)
+    calls: list[int] = []
+    monkeypatch.setattr(gc, "freeze", lambda: calls.append(gc.get_count()[0]))  # no real freeze: no leak
+    with TestClient(create_app(container=make_container(ctx))) as client:
+        assert client.get("/healthz").status_code == 200
+    assert calls == []  # off in make_container
+    with TestClient(create_app(container=make_container(ctx, gc_freeze=True))) as client:
+        assert client.get("/healthz").status_code == 200
+    assert len(calls) == 1  # at start
+    with TestClient(create_app(container=make_container(ctx, gc_freeze=True, cache_warmup=True))) as client:
+        _ready(client)
+    assert len(calls) == 3  # at start and once the warm-up is done
