@@ -46,7 +46,6 @@ log = logging.getLogger("benchmarks.geometry")
 VARIANTS: dict[str, dict[str, Any]] = {
     "published": {"geometry_weight": 0.0},
     "geometry": {"geometry_weight": 1.0},
-    "profile": {"profile_weight": 1.0},
 }
 COLUMNS = (
     ("pearson", "r"),

@@ -15,14 +15,6 @@ models' answer-disagreement rates on train questions, 0 for the two samples of o
     L_geo = 1 - (sum d t)^2 / (sum d^2 * sum t^2)   over pairs within a group,
 which is scale-free, pulls independent samples of one model together (sample consistency) and
 spreads models by how differently they answer. Test questions never enter the targets.
-
-Profile alignment (`profile_weight > 0`): the same scale-free fit, with the predictor's own view as the
-target: for the models of one source in the batch, the mean |difference| of their predicted P(correct) on
-`profile_refs` random train questions of that source, computed without gradient from the current model.
-It asks the embedding's Euclidean geometry to say what the predictor already knows (the predictor's
-profile distance tracks test disagreement better than the embedding distance in the geometry benchmark),
-without tying either to observed disagreement. Without it (the default) no random number is drawn for
-it, so the shipped checkpoint's training reproduces bit for bit.
 """
 
 from __future__ import annotations
@@ -75,8 +67,6 @@ class TrainConfig:
     select_tolerance: float = 0.01
     threads: int | None = None
     geometry_weight: float = 0.0
-    profile_weight: float = 0.0
-    profile_refs: int = 64
     group_size: int = 8
     twins: int = 2
     min_shared: int = 20
@@ -86,13 +76,8 @@ class TrainConfig:
             raise ValueError(f"need 1 <= min_set <= max_set, got {self.min_set}, {self.max_set}")
         if self.steps < 1 or self.batch_models < 1 or self.n_targets < 1 or self.eval_every < 1:
             raise ValueError("steps, batch_models, n_targets and eval_every must be positive")
-        if self.geometry_weight < 0 or self.profile_weight < 0:
-            raise ValueError(
-                f"geometry_weight and profile_weight must be >= 0, got {self.geometry_weight}, "
-                f"{self.profile_weight}"
-            )
-        if self.profile_weight > 0 and self.profile_refs < 2:
-            raise ValueError(f"profile_refs must be at least 2, got {self.profile_refs}")
+        if self.geometry_weight < 0:
+            raise ValueError(f"geometry_weight must be >= 0, got {self.geometry_weight}")
         if self.geometry_weight > 0 and not (0 <= self.twins < self.group_size <= self.batch_models):
             raise ValueError(
                 f"need 0 <= twins < group_size <= batch_models, got {self.twins}, {self.group_size}, "
@@ -229,8 +214,6 @@ class _Sampler:
             ms = [m for m in np.flatnonzero(ts.train_models) if (~np.isnan(train_lab[m])).any()]
             self.models.append(np.asarray(ms, dtype=np.int64))
             self.pools.append([ts.split.train[~np.isnan(train_lab[m])] for m in ms])
-        self.train_questions = [np.asarray(ts.split.train, dtype=np.int64) for ts in sources]
-        self.rows_source = np.zeros(0, dtype=np.int64)  # the source of each row of the last batch
         self.disagreement = (
             [train_disagreement(ts.source.labels, ts.split.train, cfg.min_shared) for ts in sources]
             if cfg.geometry_weight > 0
@@ -272,7 +255,6 @@ class _Sampler:
         tphi = torch.empty(b, t, d)
         ty = torch.empty(b, t)
         geo = torch.full((b, b), float("nan"))
-        self.rows_source = np.asarray([p[0] for p in picks], dtype=np.int64)
         for i, (s, m, enc, tgt, _) in enumerate(picks):
             k = len(enc)
             phi[i, :k] = self.phi[s][enc]
@@ -286,19 +268,6 @@ class _Sampler:
                     if i != j and g == g2 and s == s2:
                         geo[i, j] = 0.0 if m == m2 else float(self.disagreement[s][m, m2])
         return phi, y, mask, tphi, ty, geo
-
-    def profile_references(self, rng: np.random.Generator) -> dict[int, tuple[np.ndarray, torch.Tensor]]:
-        """For each source in the last batch: its rows and the encodings (R, d) of `profile_refs` random
-        train questions of it (the profile-alignment targets' questions)."""
-        out: dict[int, tuple[np.ndarray, torch.Tensor]] = {}
-        for s in np.unique(self.rows_source).tolist():
-            rows = np.flatnonzero(self.rows_source == s)
-            pool = self.train_questions[s]
-            if len(rows) < 2 or len(pool) < 2:
-                continue
-            qs = rng.choice(pool, size=min(self.cfg.profile_refs, len(pool)), replace=False)
-            out[int(s)] = (rows, self.phi[s][qs])
-        return out
 
     def _pick(
         self,
@@ -341,24 +310,6 @@ def geometry_loss(z: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     d = torch.sqrt((diff * diff).sum(-1) + 1e-8)  # (P',)
     t = t[keep]
     return 1.0 - (d * t).sum() ** 2 / ((d * d).sum() * (t * t).sum() + 1e-12)
-
-
-def profile_targets(
-    model: LocusModel, z: torch.Tensor, refs: dict[int, tuple[np.ndarray, torch.Tensor]]
-) -> torch.Tensor:
-    """(B, B) targets of the profile alignment: for two rows of one source, the mean |difference| of the
-    predictor's P(correct) of their embeddings on that source's reference questions (no gradient, no
-    dropout);
-    NaN across sources and on the diagonal."""
-    target = torch.full((z.shape[0], z.shape[0]), float("nan"))
-    with torch.no_grad():
-        for rows, ref_phi in refs.values():
-            idx = torch.from_numpy(rows)
-            p = torch.sigmoid(model.predictor.matrix_logits(z[idx], ref_phi))  # (R, b), no dropout
-            d = (p.unsqueeze(2) - p.unsqueeze(1)).abs().mean(0)  # (b, b)
-            target[idx.unsqueeze(1), idx.unsqueeze(0)] = d
-    target.fill_diagonal_(float("nan"))
-    return target
 
 
 def train(
@@ -430,9 +381,6 @@ def train(
         loss = F.binary_cross_entropy_with_logits(logits, ty)
         if cfg.geometry_weight > 0:
             loss = loss + cfg.geometry_weight * geometry_loss(z, geo)
-        if cfg.profile_weight > 0:
-            target = profile_targets(model, z, sampler.profile_references(rng))
-            loss = loss + cfg.profile_weight * geometry_loss(z, target)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)

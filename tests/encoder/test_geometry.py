@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import pytest
 import torch
@@ -12,15 +10,7 @@ from encoder.geometry import combined_distance, fit_scale, geometry_report, own_
 from encoder.inference import LocusEmbedder
 from encoder.model import LocusModel
 from encoder.simulate import PoolSpec, simulate_pool
-from encoder.train import (
-    TrainConfig,
-    _Sampler,
-    geometry_loss,
-    prepare_source,
-    profile_targets,
-    train,
-    train_disagreement,
-)
+from encoder.train import TrainConfig, geometry_loss, prepare_source, train, train_disagreement
 from tests.encoder.conftest import SMALL
 
 
@@ -109,65 +99,3 @@ def test_tpr_at_fpr_and_own_samples() -> None:
     labels = np.array([[1, np.nan, 0, 1], [0, 1, 1, 1]], dtype=np.float32)
     s = own_samples(labels, np.arange(4), 2, np.random.default_rng(0))
     assert all(len(q) == 2 for q in s) and 1 not in s[0]
-
-
-def test_profile_targets_are_the_predictors_profile_distance_within_a_source() -> None:
-    torch.manual_seed(0)
-    model = LocusModel(SMALL)
-    z = torch.randn(3, SMALL.embed_dim)
-    ref = torch.randn(5, SMALL.query_dim)
-    t = profile_targets(model, z, {0: (np.array([0, 2]), ref)})
-    p = torch.sigmoid(model.predictor.matrix_logits(z, ref))  # (5, 3)
-    assert t[0, 2].item() == pytest.approx((p[:, 0] - p[:, 2]).abs().mean().item(), abs=1e-6)
-    assert t[2, 0].item() == pytest.approx(t[0, 2].item())
-    assert torch.isnan(t[0, 1]) and torch.isnan(t[1, 2])  # row 1 is of no source with references
-    assert torch.isnan(t.diagonal()).all()
-
-
-def test_profile_alignment_ties_embedding_distance_to_the_predictors_profile(planted: tuple) -> None:
-    """Trained with the profile alignment, the embedding's Euclidean distance tracks the predictor's
-    profile distance more closely than trained without it, on held-back test questions (on this planted
-    pool both are close: Pearson 0.991 without, 0.9996 with, when written)."""
-    ts, pool = planted
-
-    def alignment(weight: float) -> float:
-        cfg = TrainConfig(
-            steps=120, batch_models=16, min_set=64, max_set=128, n_targets=32, warmup_steps=5,
-            eval_every=40, val_k=64, profile_weight=weight, profile_refs=32,
-        )  # fmt: skip
-        torch.manual_seed(0)
-        model = LocusModel(SMALL)
-        train(model, [ts], cfg, seed=0, progress=False)
-        model.eval()
-        emb = LocusEmbedder(model)
-        picks = own_samples(pool.labels, ts.split.train, 96, np.random.default_rng(0))
-        z = emb.embed([(ts.phi[qs], pool.labels[m, qs]) for m, qs in enumerate(picks)])
-        p = emb.predict(z, ts.phi[ts.split.test])  # (Q, M)
-        iu = np.triu_indices(len(z), 1)
-        d_emb = np.linalg.norm(z[:, None] - z[None], axis=-1)[iu]
-        d_prof = np.abs(p[:, :, None] - p[:, None, :]).mean(0)[iu]
-        return float(np.corrcoef(d_emb, d_prof)[0, 1])
-
-    without, with_ = alignment(0.0), alignment(1.0)
-    assert 1.0 - with_ < 0.5 * (1.0 - without), (without, with_)  # the misalignment at least halves
-
-
-def test_no_profile_alignment_draws_no_references(planted: tuple, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Off (the default), training draws no reference questions: the random stream, and so the shipped
-    checkpoint's training, is unchanged."""
-    ts, _ = planted
-    calls: list[int] = []
-    original = _Sampler.profile_references
-
-    def spy(self: _Sampler, rng: np.random.Generator) -> object:
-        calls.append(1)
-        return original(self, rng)
-
-    monkeypatch.setattr(_Sampler, "profile_references", spy)
-    cfg = TrainConfig(
-        steps=3, batch_models=8, min_set=16, max_set=32, n_targets=16, warmup_steps=1, eval_every=3
-    )
-    train(LocusModel(SMALL), [ts], cfg, seed=0, progress=False)
-    assert calls == []
-    train(LocusModel(SMALL), [ts], dataclasses.replace(cfg, profile_weight=1.0), seed=0, progress=False)
-    assert len(calls) == 3
