@@ -121,7 +121,7 @@ class Settings(BaseSettings):
     cache_warmup: bool = Field(
         default=True,
         description="At start, read every model's `similar` inputs into the process's caches in the "
-        "background; /readyz answers 503 until it is done (about 2 s per 1,000 models).",
+        "background; /readyz answers 503 until it is done (about 1.5 s per 1,000 models).",
     )
     gc_freeze: bool = Field(
         default=True,

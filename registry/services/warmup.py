@@ -3,10 +3,11 @@
 A fresh process answers `similar` from SQL until its caches hold the models asked about: each model's
 scores, reference questions (with their encodings) and item-response profile, the question totals, the
 stored embeddings and the model records (`registry.services.behaviour_cache`, `common.RecordCache`).
-At 1,000 models that cold period cost a request about twice the CPU of a warm one, and its p99 three
-times (`benchmarks/load.py`: `similar` against `similar_warm`). `warm_caches` reads all of it in chunks
-of `CHUNK` models, so that a replica behind a readiness probe (`/readyz` answers 503 until it is done)
-takes traffic warm.
+At 10,000 models that cold period lasted the whole of the load benchmark's `similar` phase: 22.7 ms of
+CPU per request and a p99 of 553 ms without the warm-up, 9.4 ms and 125 ms with it (at 1,000 models the
+phase's own first requests fill the caches within a second, and the two measure alike). `warm_caches`
+reads all of it in chunks of `CHUNK` models (13.6-14.9 s at 10,000), so that a replica behind a
+readiness probe (`/readyz` answers 503 until it is done) takes traffic warm.
 
 What it fills is exactly what requests would have filled, under the same key (encoder fingerprint and
 registry version): a write meanwhile moves the caches to the new key as it would between requests, and
