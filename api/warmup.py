@@ -26,6 +26,8 @@ class WarmupState:
     def finish(self, models: int, seconds: float) -> None:
         with self._lock:
             self.models, self.seconds, self.done = models, round(seconds, 3), True
+            if self.total is None:  # nothing to warm: no chunk reported progress
+                self.total = models
 
     def fail(self, error: str) -> None:
         with self._lock:

@@ -59,6 +59,17 @@ def test_readyz_answers_503_until_the_warm_up_is_done(ctx: Context, monkeypatch:
         assert set(ids) <= set(behaviour_cache.cache_of(ctx).scores)
 
 
+def test_an_empty_registry_is_ready_at_once_with_nothing_to_warm(ctx: Context) -> None:
+    with TestClient(create_app(container=make_container(ctx, cache_warmup=True))) as client:
+        report = _ready(client)["cache_warmup"]
+        assert {k: report[k] for k in ("done", "models", "total", "error")} == {  # type: ignore[index]
+            "done": True,
+            "models": 0,
+            "total": 0,
+            "error": None,
+        }
+
+
 def test_a_failed_warm_up_does_not_hold_readiness(ctx: Context, monkeypatch: pytest.MonkeyPatch) -> None:
     register(ctx, n_models=2)
 
