@@ -154,6 +154,16 @@ async def _cache_warmup(app: FastAPI, container: Container) -> AsyncIterator[Non
 
 
 @asynccontextmanager
+async def _serving(app: FastAPI, container: Container) -> AsyncIterator[None]:
+    """What the app runs beside requests for its lifetime, whoever built the container: the frozen heap,
+    the cache warm-up and the job workers."""
+    app.state.container = container
+    _freeze_heap(container.settings)
+    async with _cache_warmup(app, container), _job_runner(container):
+        yield
+
+
+@asynccontextmanager
 async def _job_runner(container: Container) -> AsyncIterator[None]:
     """Background-job worker threads for the app's lifetime (LOCUS_JOB_WORKERS; 0 = none)."""
     from api import jobs as job_wiring
@@ -178,18 +188,14 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if container is not None:
-            app.state.container = container
-            _freeze_heap(container.settings)
-            async with _cache_warmup(app, container), _job_runner(container):
+            async with _serving(app, container):
                 yield
             return
         from api.wiring import build_container  # imports torch: keep it out of module import
 
         built = build_container(cfg)
-        app.state.container = built
-        _freeze_heap(cfg)
         try:
-            async with _cache_warmup(app, built), _job_runner(built):
+            async with _serving(app, built):
                 yield
         finally:
             built.close()

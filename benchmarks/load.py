@@ -13,8 +13,9 @@ from), each model scored 0/1 on 96 of 128 registered questions (so `similar`'s b
 shared questions and predicted profiles to compare). The server warms its caches at start
 (`LOCUS_CACHE_WARMUP`, off with `--no-cache-warmup`) and the phases begin once `/readyz` answers 200, as a
 load balancer behind a readiness probe would send traffic; the wait is reported under `ready`. Requests:
-similar = GET /v1/models/{id}/similar?k=10 (a model's first ask after start: its ranked answer and
-predicted-profile distances are computed, its other inputs are warm unless the warm-up is off),
+similar = GET /v1/models/{id}/similar?k=10 about a random model (on a model's first ask since start its
+ranked answer and predicted-profile distances are computed; its other inputs are warm unless the warm-up
+is off),
 similar_warm = similar after every model has been asked about once (unmeasured; the steady state of a
 long-running process between writes, where every answer comes from the cache), fallbacks = GET
 /v1/models/{id}/fallbacks, route = POST /v1/route with one new query text per request (so the query

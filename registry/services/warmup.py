@@ -6,8 +6,8 @@ stored embeddings and the model records (`registry.services.behaviour_cache`, `c
 At 10,000 models that cold period lasted the whole of the load benchmark's `similar` phase: 22.7 ms of
 CPU per request and a p99 of 553 ms without the warm-up, 9.4 ms and 125 ms with it (at 1,000 models the
 phase's own first requests fill the caches within a second, and the two measure alike). `warm_caches`
-reads all of it in chunks of `CHUNK` models (13.6-14.9 s at 10,000), so that a replica behind a
-readiness probe (`/readyz` answers 503 until it is done) takes traffic warm.
+reads all of it in chunks of `CHUNK` models (13-17 s at 10,000 on the shared 2-core machine), so that
+a replica behind a readiness probe (`/readyz` answers 503 until it is done) takes traffic warm.
 
 What it fills is exactly what requests would have filled, under the same key (encoder fingerprint and
 registry version): a write meanwhile moves the caches to the new key as it would between requests, and
