@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 from fastapi import APIRouter, Depends, FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api import errors, metrics
+from api import answers, errors, metrics
 from api.deps import Container, reject_unknown_query
 from api.middleware import RequestContext, request_id_of
 from api.routes import drift, health, imports, jobs, keys, models, questions
@@ -209,6 +209,7 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
     errors.install(app)
     for router in [*ROUTERS, *_optional_routers()]:
         app.include_router(router, responses=errors.RESPONSES, dependencies=[Depends(reject_unknown_query)])
+    answers.install(app, cfg.answer_cache_entries)  # repeated similar/fallbacks from their stored answer
     metrics.install(app)  # /metrics: per-route counts and latency, registry gauges
     app.add_middleware(BodyLimit, max_bytes=cfg.max_body_bytes)
     app.add_middleware(RequestContext)  # outermost: ids and catches whatever the layers inside raise

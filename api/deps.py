@@ -71,8 +71,14 @@ async def get_container(request: Request) -> Container:
     bound = container.fresh()
     if bound is None:
         bound = await run_in_threadpool(container.current)
-    request.state.encoder = f"{bound.embedder.fingerprint}/g{getattr(bound.index, 'generation', 0)}"
+    request.state.encoder = encoder_tag(bound)
     return bound
+
+
+def encoder_tag(bound: Container) -> str:
+    """`<fingerprint>/g<generation>`: the encoder and collection build that answer (the X-Locus-Encoder
+    header)."""
+    return f"{bound.embedder.fingerprint}/g{getattr(bound.index, 'generation', 0)}"
 
 
 ContainerDep = Annotated[Container, Depends(get_container)]

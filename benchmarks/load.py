@@ -15,7 +15,8 @@ shared questions and predicted profiles to compare). The server warms its caches
 load balancer behind a readiness probe would send traffic; the wait is reported under `ready`. Requests:
 similar = GET /v1/models/{id}/similar?k=10 about a random model (on a model's first ask since start its
 ranked answer and predicted-profile distances are computed; its other inputs are warm unless the warm-up
-is off),
+is off; a repeated request is answered from the stored bytes of its first answer, `api.answers`, unless
+`--no-answer-cache`),
 similar_warm = similar after every model has been asked about once (unmeasured; the steady state of a
 long-running process between writes, where every answer comes from the cache), fallbacks = GET
 /v1/models/{id}/fallbacks, route = POST /v1/route with one new query text per request (so the query
@@ -361,7 +362,11 @@ def run_pool(n_models: int, args: argparse.Namespace) -> dict[str, Any]:
             ),
         }
         port = free_port()
-        env = {**env, "LOCUS_CACHE_WARMUP": "true" if args.cache_warmup else "false"}
+        env = {
+            **env,
+            "LOCUS_CACHE_WARMUP": "true" if args.cache_warmup else "false",
+            **({} if args.answer_cache else {"LOCUS_ANSWER_CACHE_ENTRIES": "0"}),
+        }
         with serve_process(["-m", "api", "serve", "--port", str(port)], env, port) as (url, pid):
             out["ready"] = wait_ready(url)  # phases start when a load balancer would send traffic
             print(f"  {n_models} models ready after {out['ready']['wait_s']:.1f} s", flush=True)
@@ -651,6 +656,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_false",
         help="serve with LOCUS_CACHE_WARMUP=false: `similar` then starts from cold caches",
     )
+    ap.add_argument(
+        "--no-answer-cache",
+        dest="answer_cache",
+        action="store_false",
+        help="serve with LOCUS_ANSWER_CACHE_ENTRIES=0: a repeated similar/fallbacks goes through FastAPI again",
+    )
     args = ap.parse_args(argv)
 
     results: dict[str, Any] = {
@@ -660,6 +671,7 @@ def main(argv: list[str] | None = None) -> int:
             "concurrency": args.concurrency,
             "duration_s": args.duration,
             "cache_warmup": args.cache_warmup,
+            "answer_cache": args.answer_cache,
         },
         "pools": {},
     }

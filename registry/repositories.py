@@ -176,6 +176,12 @@ def versions(s: Session) -> tuple[tuple[object, ...], tuple[object, ...]]:
     return (state[0],), (state[1],)
 
 
+def change_counters(s: Session) -> tuple[int, int, int] | None:
+    """(scores, metadata, questions): every change a read of the registry can depend on, in one read by
+    primary key; None where the counters row is missing (then no cache may key on it)."""
+    return _state(s)
+
+
 def _state(s: Session) -> tuple[int, int, int] | None:
     """(scores, metadata, questions) counters; None where the row is missing (a schema older than
     migration 0005 cannot be served, but a hand-deleted row must not freeze every cache)."""

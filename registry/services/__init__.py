@@ -4,6 +4,7 @@ Write order everywhere: SQL rows + flush, then vector upserts, then commit; a fa
 raises `IndexUnavailable` inside the transaction, so nothing is committed.
 """
 
+from registry.services.answers import answer_state
 from registry.services.common import Progress
 from registry.services.context import Context, Sessions, SessionSource
 from registry.services.keys import authenticate, create_api_key, list_api_keys, revoke_api_key
@@ -41,6 +42,7 @@ __all__ = [
     "Sessions",
     "add_evaluations",
     "add_questions",
+    "answer_state",
     "authenticate",
     "create_api_key",
     "delete_model",

@@ -11,6 +11,8 @@ import secrets
 import uuid
 from collections.abc import Sequence
 
+from sqlalchemy.orm import Session
+
 from registry import repositories as repo
 from registry.errors import Forbidden, InvalidInput, NotFound, Unauthenticated
 from registry.schemas import ApiKeyCreated, ApiKeyRead, Scope
@@ -65,12 +67,17 @@ def authenticate(ctx: SessionSource, key: str | None, scope: Scope) -> ApiKeyRea
     if not key:
         raise Unauthenticated("missing API key: send `Authorization: Bearer <key>`")
     with ctx.session_factory() as s:
-        row = repo.get_api_key_by_hash(s, hash_key(key))
-        if row is None or row.revoked_at is not None:
-            raise Unauthenticated(f"API key {key[:10]}... is unknown or revoked")
-        if max(_RANK[sc] for sc in row.scopes.split()) < _RANK[scope]:
-            raise Forbidden(f"API key {row.prefix}... ({row.name!r}) lacks the {scope!r} scope")
-        return _read(row)
+        return authenticate_in(s, key, scope)
+
+
+def authenticate_in(s: Session, key: str, scope: Scope) -> ApiKeyRead:
+    """`authenticate` in the caller's session (a check that reads more in the same one)."""
+    row = repo.get_api_key_by_hash(s, hash_key(key))
+    if row is None or row.revoked_at is not None:
+        raise Unauthenticated(f"API key {key[:10]}... is unknown or revoked")
+    if max(_RANK[sc] for sc in row.scopes.split()) < _RANK[scope]:
+        raise Forbidden(f"API key {row.prefix}... ({row.name!r}) lacks the {scope!r} scope")
+    return _read(row)
 
 
 def list_api_keys(ctx: SessionSource) -> list[ApiKeyRead]:

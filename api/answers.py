@@ -1,0 +1,123 @@
+"""A per-process cache of whole answers to the repeated reads `similar` and `fallbacks`, in front of
+FastAPI's routing, dependencies and validation.
+
+Why: a cached `similar` spent most of its time outside the service: routing, solving eighteen query
+parameters, three thread-pool hops (the key check, the handler, response validation) and serialising the
+same answer again. Here a repeated request costs one thread-pool hop: the caller's key is checked and the
+registry's change counters read in one session (`registry.services.answer_state`), and the stored bytes
+go back when the encoder, the counters, the path and the query string are those of a stored answer.
+
+Correctness rests on the counters (`registry.services.answers`): the key is read before the answer is
+computed, and every write a read can depend on bumps them in its own transaction, so an answer stored
+under counters is what any worker computes while they stay the same; the first request under new
+counters drops every stored answer. Only 200 answers are stored, and only when the handler ran on the
+encoder the key names. A request this cache does not answer (another path, a malformed or failing key,
+before the app has started) goes through the app unchanged, so errors keep their one shape and origin.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import OrderedDict
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from api.deps import Container, encoder_tag
+from registry import services
+from registry.errors import RegistryError
+
+# GET reads whose answer depends only on the registry's data, the encoder and the request's path and query.
+CACHED = re.compile(r"/v1/models/[0-9A-Fa-f-]{32,36}/(similar|fallbacks)")
+
+_Key = tuple[str, tuple[int, int, int]]
+
+
+class AnswerCache:
+    """Answer a repeated `similar`/`fallbacks` request from the bytes of its earlier answer (see the
+    module doc); at most `entries` answers, least recently used dropped first."""
+
+    def __init__(self, app: ASGIApp, entries: int) -> None:
+        self.app = app
+        self.entries = entries
+        self.key: _Key | None = None  # the encoder and counters the stored answers were computed under
+        self.answers: OrderedDict[tuple[str, bytes], tuple[list[tuple[bytes, bytes]], bytes]] = OrderedDict()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            self.entries == 0
+            or scope["type"] != "http"
+            or scope["method"] != "GET"
+            or not CACHED.fullmatch(scope["path"])
+        ):
+            await self.app(scope, receive, send)
+            return
+        container: Container | None = getattr(scope["app"].state, "container", None)
+        bound = container.fresh() if container is not None else None
+        plain, token = _bearer(scope)
+        if bound is None or not plain:
+            await self.app(scope, receive, send)
+            return
+        try:
+            counters = await run_in_threadpool(
+                services.answer_state, bound, token, "read", open_reads=bound.settings.open_reads
+            )
+        except RegistryError:  # refused: the app answers with the key check's own error
+            counters = None
+        if counters is None:
+            await self.app(scope, receive, send)
+            return
+        key = (encoder_tag(bound), counters)
+        if key != self.key:
+            self.key = key
+            self.answers.clear()
+        request = (scope["path"], scope["query_string"])
+        hit = self.answers.get(request)
+        if hit is not None:
+            self.answers.move_to_end(request)
+            scope.setdefault("state", {})["encoder"] = key[0]
+            headers, body = hit
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+            return
+        start: Message | None = None
+        chunks: list[bytes] = []
+        complete = False
+
+        async def keep(message: Message) -> None:
+            nonlocal start, complete
+            if message["type"] == "http.response.start":
+                start = message
+            elif message["type"] == "http.response.body":
+                chunks.append(message.get("body", b""))
+                complete = not message.get("more_body", False)
+            await send(message)
+
+        await self.app(scope, receive, keep)
+        if (
+            start is not None
+            and start["status"] == 200
+            and complete
+            and scope.get("state", {}).get("encoder") == key[0]
+            and self.key == key  # no request has seen newer counters meanwhile
+        ):
+            self.answers[request] = (list(start.get("headers", [])), b"".join(chunks))
+            if len(self.answers) > self.entries:
+                self.answers.popitem(last=False)
+
+
+def _bearer(scope: Scope) -> tuple[bool, str | None]:
+    """(plain, token): the request's Bearer token (None without an Authorization header); plain is False
+    for any other form of the header, which is left to the app's own key check."""
+    for name, value in scope.get("headers", []):
+        if name == b"authorization":
+            scheme, _, token = value.decode("latin-1").partition(" ")
+            plain = scheme.lower() == "bearer" and bool(token) and " " not in token
+            return plain, token if plain else None
+    return True, None
+
+
+def install(app: Any, entries: int) -> None:
+    """Put the cache inside the app's other middleware (request ids, metrics), which then see its answers."""
+    app.add_middleware(AnswerCache, entries=entries)
