@@ -36,17 +36,18 @@ _Key = tuple[str, tuple[int, int, int]]
 
 class AnswerCache:
     """Answer a repeated `similar`/`fallbacks` request from the bytes of its earlier answer (see the
-    module doc); at most `entries` answers, least recently used dropped first."""
+    module doc); at most `max_bytes` of answer bodies, least recently used dropped first."""
 
-    def __init__(self, app: ASGIApp, entries: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
-        self.entries = entries
+        self.max_bytes = max_bytes
         self.key: _Key | None = None  # the encoder and counters the stored answers were computed under
         self.answers: OrderedDict[tuple[str, bytes], tuple[list[tuple[bytes, bytes]], bytes]] = OrderedDict()
+        self.bytes = 0  # of the stored bodies
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (
-            self.entries == 0
+            self.max_bytes == 0
             or scope["type"] != "http"
             or scope["method"] != "GET"
             or not CACHED.fullmatch(scope["path"])
@@ -72,6 +73,7 @@ class AnswerCache:
         if key != self.key:
             self.key = key
             self.answers.clear()
+            self.bytes = 0
         request = (scope["path"], scope["query_string"])
         hit = self.answers.get(request)
         if hit is not None:
@@ -102,9 +104,12 @@ class AnswerCache:
             and scope.get("state", {}).get("encoder") == key[0]
             and self.key == key  # no request has seen newer counters meanwhile
         ):
-            self.answers[request] = (list(start.get("headers", [])), b"".join(chunks))
-            if len(self.answers) > self.entries:
-                self.answers.popitem(last=False)
+            body = b"".join(chunks)
+            if request not in self.answers and len(body) <= self.max_bytes:
+                self.answers[request] = (list(start.get("headers", [])), body)
+                self.bytes += len(body)
+                while self.bytes > self.max_bytes:
+                    self.bytes -= len(self.answers.popitem(last=False)[1][1])
 
 
 def _bearer(scope: Scope) -> tuple[bool, str | None]:
@@ -118,6 +123,6 @@ def _bearer(scope: Scope) -> tuple[bool, str | None]:
     return True, None
 
 
-def install(app: Any, entries: int) -> None:
+def install(app: Any, megabytes: float) -> None:
     """Put the cache inside the app's other middleware (request ids, metrics), which then see its answers."""
-    app.add_middleware(AnswerCache, entries=entries)
+    app.add_middleware(AnswerCache, max_bytes=int(megabytes * 1_000_000))

@@ -209,7 +209,7 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
     errors.install(app)
     for router in [*ROUTERS, *_optional_routers()]:
         app.include_router(router, responses=errors.RESPONSES, dependencies=[Depends(reject_unknown_query)])
-    answers.install(app, cfg.answer_cache_entries)  # repeated similar/fallbacks from their stored answer
+    answers.install(app, cfg.answer_cache_mb)  # repeated similar/fallbacks from their stored answer
     metrics.install(app)  # /metrics: per-route counts and latency, registry gauges
     app.add_middleware(BodyLimit, max_bytes=cfg.max_body_bytes)
     app.add_middleware(RequestContext)  # outermost: ids and catches whatever the layers inside raise

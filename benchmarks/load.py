@@ -365,7 +365,7 @@ def run_pool(n_models: int, args: argparse.Namespace) -> dict[str, Any]:
         env = {
             **env,
             "LOCUS_CACHE_WARMUP": "true" if args.cache_warmup else "false",
-            **({} if args.answer_cache else {"LOCUS_ANSWER_CACHE_ENTRIES": "0"}),
+            **({} if args.answer_cache else {"LOCUS_ANSWER_CACHE_MB": "0"}),
         }
         with serve_process(["-m", "api", "serve", "--port", str(port)], env, port) as (url, pid):
             out["ready"] = wait_ready(url)  # phases start when a load balancer would send traffic
@@ -660,7 +660,7 @@ def main(argv: list[str] | None = None) -> int:
         "--no-answer-cache",
         dest="answer_cache",
         action="store_false",
-        help="serve with LOCUS_ANSWER_CACHE_ENTRIES=0: a repeated similar/fallbacks goes through FastAPI again",
+        help="serve with LOCUS_ANSWER_CACHE_MB=0: a repeated similar/fallbacks goes through FastAPI again",
     )
     args = ap.parse_args(argv)
 

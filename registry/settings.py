@@ -129,12 +129,13 @@ class Settings(BaseSettings):
         "collector's scans (gc.freeze): full collections, which pause every request, then scan only newer "
         "objects.",
     )
-    answer_cache_entries: int = Field(
-        default=4096,
+    answer_cache_mb: float = Field(
+        default=128.0,
         ge=0,
         le=1_000_000,
-        description="Answers of `similar` and `fallbacks` kept per process, keyed on the registry's change "
-        "counters (read per request, so every worker answers alike); 0 = off.",
+        description="Megabytes of `similar` and `fallbacks` answers kept per process (about 9 KB each at "
+        "k=10), keyed on the registry's change counters read per request, so every worker answers alike; "
+        "0 = off.",
     )
     route_outcome_days: int = Field(
         default=7,

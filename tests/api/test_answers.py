@@ -97,7 +97,7 @@ def test_a_write_is_seen_by_the_next_read(
     nearest = client.get(path, headers=key).json()["items"][0]
     assert uuid.UUID(nearest["model"]["id"]) == twin.id
     assert calls["similar"] == 3
-    with _app(ctx, answer_cache_entries=0) as uncached:  # and every answer is what no cache would give
+    with _app(ctx, answer_cache_mb=0) as uncached:  # and every answer is what no cache would give
         assert client.get(path, headers=key).json() == uncached.get(path, headers=key).json()
 
 
@@ -150,12 +150,13 @@ def test_two_workers_on_one_database_answer_alike_after_a_write(
 def test_the_least_recently_used_answer_goes_first_and_zero_turns_it_off(
     ctx: Context, ids: list[uuid.UUID], key: dict[str, str], calls: Counter[str]
 ) -> None:
-    with _app(ctx, answer_cache_entries=2) as client:
+    with _app(ctx, answer_cache_mb=0) as client:
+        for _ in range(3):
+            sizes = [len(client.get(f"/v1/models/{m}/similar", headers=key).content) for m in ids[:3]]
+    assert calls["similar"] == 9
+    assert 3 * min(sizes) > 2.5 * max(sizes)  # so the budget below holds any two answers, never three
+    calls.clear()
+    with _app(ctx, answer_cache_mb=2.5 * max(sizes) / 1e6) as client:
         for m in (ids[0], ids[1], ids[0], ids[2], ids[0], ids[1]):  # ids[1] dropped when ids[2] came in
             assert client.get(f"/v1/models/{m}/similar", headers=key).status_code == 200
     assert calls["similar"] == 4
-    calls.clear()
-    with _app(ctx, answer_cache_entries=0) as client:
-        for _ in range(3):
-            assert client.get(f"/v1/models/{ids[0]}/similar", headers=key).status_code == 200
-    assert calls["similar"] == 3
