@@ -34,20 +34,59 @@ CACHED = re.compile(r"/v1/models/[0-9A-Fa-f-]{32,36}/(similar|fallbacks)")
 _Key = tuple[str, tuple[int, int, int]]
 
 
-class AnswerCache:
-    """Answer a repeated `similar`/`fallbacks` request from the bytes of its earlier answer (see the
-    module doc); at most `max_bytes` of answer bodies, least recently used dropped first."""
+class AnswerStore:
+    """The stored answers (bodies at most `max_bytes`, least recently used dropped first) with the
+    encoder and counters they were computed under, and how many requests were answered from them (hits) or
+    computed (misses), for `/metrics`."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app = app
+    def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
-        self.key: _Key | None = None  # the encoder and counters the stored answers were computed under
+        self.key: _Key | None = None
         self.answers: OrderedDict[tuple[str, bytes], tuple[list[tuple[bytes, bytes]], bytes]] = OrderedDict()
         self.bytes = 0  # of the stored bodies
+        self.hits = 0
+        self.misses = 0
+
+    def current(self, key: _Key) -> None:
+        """Make `key` the one answers are stored under: every answer of another key is dropped."""
+        if key != self.key:
+            self.key = key
+            self.answers.clear()
+            self.bytes = 0
+
+    def get(self, request: tuple[str, bytes]) -> tuple[list[tuple[bytes, bytes]], bytes] | None:
+        hit = self.answers.get(request)
+        if hit is None:
+            self.misses += 1
+            return None
+        self.hits += 1
+        self.answers.move_to_end(request)
+        return hit
+
+    def put(
+        self, key: _Key, request: tuple[str, bytes], headers: list[tuple[bytes, bytes]], body: bytes
+    ) -> None:
+        """Store an answer computed under `key`, unless a request has seen newer counters meanwhile."""
+        if self.key != key or request in self.answers or len(body) > self.max_bytes:
+            return
+        self.answers[request] = (headers, body)
+        self.bytes += len(body)
+        while self.bytes > self.max_bytes:
+            self.bytes -= len(self.answers.popitem(last=False)[1][1])
+
+
+class AnswerCache:
+    """Answer a repeated `similar`/`fallbacks` request from the bytes of its earlier answer (see the
+    module doc), kept in `store`."""
+
+    def __init__(self, app: ASGIApp, store: AnswerStore) -> None:
+        self.app = app
+        self.store = store
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        store = self.store
         if (
-            self.max_bytes == 0
+            store.max_bytes == 0
             or scope["type"] != "http"
             or scope["method"] != "GET"
             or not CACHED.fullmatch(scope["path"])
@@ -70,14 +109,10 @@ class AnswerCache:
             await self.app(scope, receive, send)
             return
         key = (encoder_tag(bound), counters)
-        if key != self.key:
-            self.key = key
-            self.answers.clear()
-            self.bytes = 0
+        store.current(key)
         request = (scope["path"], scope["query_string"])
-        hit = self.answers.get(request)
+        hit = store.get(request)
         if hit is not None:
-            self.answers.move_to_end(request)
             scope.setdefault("state", {})["encoder"] = key[0]
             headers, body = hit
             await send({"type": "http.response.start", "status": 200, "headers": headers})
@@ -101,15 +136,9 @@ class AnswerCache:
             start is not None
             and start["status"] == 200
             and complete
-            and scope.get("state", {}).get("encoder") == key[0]
-            and self.key == key  # no request has seen newer counters meanwhile
+            and scope.get("state", {}).get("encoder") == key[0]  # the handler ran on the key's encoder
         ):
-            body = b"".join(chunks)
-            if request not in self.answers and len(body) <= self.max_bytes:
-                self.answers[request] = (list(start.get("headers", [])), body)
-                self.bytes += len(body)
-                while self.bytes > self.max_bytes:
-                    self.bytes -= len(self.answers.popitem(last=False)[1][1])
+            store.put(key, request, list(start.get("headers", [])), b"".join(chunks))
 
 
 def _bearer(scope: Scope) -> tuple[bool, str | None]:
@@ -124,5 +153,7 @@ def _bearer(scope: Scope) -> tuple[bool, str | None]:
 
 
 def install(app: Any, megabytes: float) -> None:
-    """Put the cache inside the app's other middleware (request ids, metrics), which then see its answers."""
-    app.add_middleware(AnswerCache, max_bytes=int(megabytes * 1_000_000))
+    """Put the cache inside the app's other middleware (request ids, metrics), which then see its answers;
+    its store is `app.state.answer_cache` (read by `/metrics`)."""
+    app.state.answer_cache = store = AnswerStore(int(megabytes * 1_000_000))
+    app.add_middleware(AnswerCache, store=store)

@@ -1,5 +1,6 @@
 """Prometheus metrics at `/metrics`: per-route request counts and latency (prometheus-fastapi-instrumentator)
-and the registry's state, read at scrape time: encoder fingerprint, models, vectors, models needing reindex.
+and the registry's state, read at scrape time: encoder fingerprint, models, vectors, models needing reindex,
+and the answer cache's hits, misses and size (`api.answers`).
 
 Each app gets its own `CollectorRegistry`, so several apps in one process (tests, workers built in a loop)
 never collide on metric names. `/metrics` needs no key, like `/healthz`: Prometheus scrapes it, and it
@@ -13,7 +14,7 @@ from collections.abc import Iterator
 
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
-from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, Metric
 from prometheus_client.registry import Collector
 from prometheus_fastapi_instrumentator import Instrumentator
 
@@ -59,6 +60,20 @@ class RegistryCollector(Collector):
                 lambda: services.stale_models(container),
             ),
         }
+        store = getattr(self.app.state, "answer_cache", None)
+        if store is not None and store.max_bytes:
+            yield CounterMetricFamily(
+                "locus_answer_cache_hits", "similar/fallbacks answered from a stored answer", value=store.hits
+            )
+            yield CounterMetricFamily(
+                "locus_answer_cache_misses",
+                "similar/fallbacks computed (then stored when 200)",
+                value=store.misses,
+            )
+            yield GaugeMetricFamily("locus_answer_cache_answers", "stored answers", value=len(store.answers))
+            yield GaugeMetricFamily(
+                "locus_answer_cache_bytes", "bytes of stored answer bodies", value=store.bytes
+            )
         for name, (doc, read) in gauges.items():
             try:
                 value = float(read())

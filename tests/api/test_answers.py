@@ -18,6 +18,7 @@ from registry.decisions import service as decisions
 from registry.schemas import EvaluationIn, ModelCreate, ModelUpdate
 from registry.services import Context
 from tests.api.conftest import bearer, make_container
+from tests.metrics.test_metrics import scrape
 from tests.registry.test_similar_cache import register
 
 
@@ -160,3 +161,20 @@ def test_the_least_recently_used_answer_goes_first_and_zero_turns_it_off(
         for m in (ids[0], ids[1], ids[0], ids[2], ids[0], ids[1]):  # ids[1] dropped when ids[2] came in
             assert client.get(f"/v1/models/{m}/similar", headers=key).status_code == 200
     assert calls["similar"] == 4
+
+
+def test_metrics_report_hits_misses_and_size(
+    client: TestClient, ids: list[uuid.UUID], key: dict[str, str]
+) -> None:
+    path = f"/v1/models/{ids[0]}/similar"
+    body = client.get(path, headers=key).content
+    assert client.get(path, headers=key).content == body
+    seen = {
+        name: values[0][1] for name, values in scrape(client).items() if name.startswith("locus_answer_cache")
+    }
+    assert seen == {
+        "locus_answer_cache_hits_total": 1.0,
+        "locus_answer_cache_misses_total": 1.0,
+        "locus_answer_cache_answers": 1.0,
+        "locus_answer_cache_bytes": float(len(body)),
+    }
