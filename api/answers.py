@@ -26,7 +26,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.deps import Container, encoder_tag
 from registry import services
-from registry.errors import RegistryError
 
 # GET reads whose answer depends only on the registry's data, the encoder and the request's path and query.
 CACHED = re.compile(r"/v1/models/[0-9A-Fa-f-]{32,36}/(similar|fallbacks)")
@@ -103,7 +102,7 @@ class AnswerCache:
             counters = await run_in_threadpool(
                 services.answer_state, bound, token, "read", open_reads=bound.settings.open_reads
             )
-        except RegistryError:  # refused: the app answers with the key check's own error
+        except Exception:  # a refused key, or the database failing: the app answers with its own error
             counters = None
         if counters is None:
             await self.app(scope, receive, send)

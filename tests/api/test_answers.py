@@ -178,3 +178,19 @@ def test_metrics_report_hits_misses_and_size(
         "locus_answer_cache_answers": 1.0,
         "locus_answer_cache_bytes": float(len(body)),
     }
+
+
+def test_a_failing_counter_read_leaves_the_request_to_the_app(
+    client: TestClient,
+    ids: list[uuid.UUID],
+    key: dict[str, str],
+    calls: Counter[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def down(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("database unreachable")
+
+    monkeypatch.setattr(services, "answer_state", down)
+    for _ in range(2):
+        assert client.get(f"/v1/models/{ids[0]}/similar", headers=key).status_code == 200
+    assert calls["similar"] == 2
