@@ -10,9 +10,10 @@ go back when the encoder, the counters, the path and the query string are those 
 Correctness rests on the counters (`registry.services.answers`): they are read before the answer is
 computed, and every write a read can depend on bumps them in its own transaction, so an answer stored
 under counters is what any worker computes while they stay the same; the first request under other
-counters (or another encoder) drops every stored answer. Only 200 answers are stored, and only when the handler ran on the
-encoder the key names. A request this cache does not answer (another path, a malformed or failing key,
-before the app has started) goes through the app unchanged, so errors keep their one shape and origin.
+counters (or another encoder) drops every stored answer. Only 200 answers are stored, and only when the
+handler ran on the encoder the key names. A request this cache does not answer (another path, a malformed
+or failing key, before the app has started) goes through the app unchanged, so errors keep their one shape
+and origin.
 """
 
 from __future__ import annotations
