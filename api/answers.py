@@ -22,7 +22,9 @@ import re
 from collections import OrderedDict
 from typing import Any
 
+from fastapi.security.utils import get_authorization_scheme_param
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.deps import Container, encoder_tag
@@ -142,14 +144,15 @@ class AnswerCache:
 
 
 def _bearer(scope: Scope) -> tuple[bool, str | None]:
-    """(plain, token): the request's Bearer token (None without an Authorization header); plain is False
-    for any other form of the header, which is left to the app's own key check."""
-    for name, value in scope.get("headers", []):
-        if name == b"authorization":
-            scheme, _, token = value.decode("latin-1").partition(" ")
-            plain = scheme.lower() == "bearer" and bool(token) and " " not in token
-            return plain, token if plain else None
-    return True, None
+    """(plain, token): the request's Bearer token (None without an Authorization header), split as
+    FastAPI's `HTTPBearer` splits it; plain is False for any other form of the header, which is left to
+    the app's own key check."""
+    header = Headers(scope=scope).get("authorization")
+    if header is None:
+        return True, None
+    scheme, token = get_authorization_scheme_param(header)
+    plain = scheme.lower() == "bearer" and bool(token) and " " not in token
+    return plain, token if plain else None
 
 
 def install(app: Any, megabytes: float) -> None:

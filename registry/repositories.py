@@ -169,7 +169,7 @@ def metadata_version(s: Session) -> tuple[object, ...]:
 
 def versions(s: Session) -> tuple[tuple[object, ...], tuple[object, ...]]:
     """(`registry_version`, `metadata_version`) in one read: for a request that keys two caches."""
-    state = _state(s)
+    state = change_counters(s)
     if state is None:
         n, total, last, latest = _aggregate_version(s)
         return (n, total, last), (n, total, last, latest)
@@ -178,13 +178,8 @@ def versions(s: Session) -> tuple[tuple[object, ...], tuple[object, ...]]:
 
 def change_counters(s: Session) -> tuple[int, int, int] | None:
     """(scores, metadata, questions): every change a read of the registry can depend on, in one read by
-    primary key; None where the counters row is missing (then no cache may key on it)."""
-    return _state(s)
-
-
-def _state(s: Session) -> tuple[int, int, int] | None:
-    """(scores, metadata, questions) counters; None where the row is missing (a schema older than
-    migration 0005 cannot be served, but a hand-deleted row must not freeze every cache)."""
+    primary key; None where the counters row is missing (a schema older than migration 0005 cannot be
+    served, but a hand-deleted row must not freeze every cache: no cache may key on it then)."""
     row = s.execute(_STATE).one_or_none()  # plain text: a third of the ORM select's cost, read per request
     return None if row is None else (int(row[0]), int(row[1]), int(row[2]))
 
@@ -210,7 +205,7 @@ def _aggregate_version(s: Session) -> tuple[int, int, str, str]:
 
 def question_version(s: Session) -> tuple[object, ...]:
     """Changes with every new question (questions are immutable otherwise)."""
-    state = _state(s)
+    state = change_counters(s)
     if state is None:
         n, last = s.execute(select(func.count(QuestionRow.id), func.max(QuestionRow.created_at))).one()
         return int(n), str(last)
