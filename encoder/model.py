@@ -120,17 +120,17 @@ class CorrectnessPredictor(nn.Module):
         u = self.query(phi)  # (Q, E)
         w = self.hidden.weight  # (H, 3E)
         w_z, w_u, w_zu = w[:, :e], w[:, e : 2 * e], w[:, 2 * e :]
-        hz = z @ w_z.T + self.hidden.bias  # (M, H)
-        hu = u @ w_u.T  # (Q, H)
+        hu = u @ w_u.T + self.hidden.bias  # (Q, H)
         if u.shape[0] < z.shape[0]:
             # Fewer queries than models (routing one query over the pool): fold the bilinear weights into
-            # the queries instead, a (Q*H, E) matrix rather than an (M*H, E) one built on every call.
-            b = (w_zu.unsqueeze(0) * u.unsqueeze(1)).reshape(-1, e)  # (Q*H, E)
-            hzu = (z @ b.T).view(z.shape[0], u.shape[0], -1).transpose(0, 1)  # (Q, M, H)
+            # the queries, W_z + W_zu * u_q, a (Q*H, E) matrix rather than an (M*H, E) one built on every
+            # call, so the model terms are one GEMM: z @ (W_z + W_zu u_q)^T.
+            b = (w_z.unsqueeze(0) + w_zu.unsqueeze(0) * u.unsqueeze(1)).reshape(-1, e)  # (Q*H, E)
+            hzz = (z @ b.T).view(z.shape[0], u.shape[0], -1).transpose(0, 1)  # (Q, M, H)
         else:
             a = (w_zu.unsqueeze(0) * z.unsqueeze(1)).reshape(-1, e)  # (M*H, E)
-            hzu = (u @ a.T).view(u.shape[0], z.shape[0], -1)  # (Q, M, H)
-        h = F.relu(hzu + hz.unsqueeze(0) + hu.unsqueeze(1))  # (Q, M, H)
+            hzz = (u @ a.T).view(u.shape[0], z.shape[0], -1) + (z @ w_z.T).unsqueeze(0)  # (Q, M, H)
+        h = F.relu(hzz + hu.unsqueeze(1))  # (Q, M, H)
         return (h @ self.head.weight.T).squeeze(-1) + self.head.bias  # (Q, M)
 
 

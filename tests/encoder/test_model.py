@@ -67,14 +67,17 @@ def test_empty_set_is_rejected(small_model: LocusModel) -> None:
         small_model.encode(phi, y, mask)
 
 
-def test_matrix_logits_equal_pairwise_logits(small_model: LocusModel) -> None:
-    z = torch.randn(7, SMALL.embed_dim)
-    phi = torch.randn(11, SMALL.query_dim)
+@pytest.mark.parametrize(("models", "queries"), [(7, 11), (11, 7), (30, 1)])
+def test_matrix_logits_equal_pairwise_logits(small_model: LocusModel, models: int, queries: int) -> None:
+    # both branches: more queries than models (bilinear weights folded into the models) and fewer (folded
+    # into the queries, the model terms in one GEMM: routing one query over a pool)
+    z = torch.randn(models, SMALL.embed_dim)
+    phi = torch.randn(queries, SMALL.query_dim)
     fast = small_model.predictor.matrix_logits(z, phi)  # (Q, M)
     slow = small_model.predictor.pair_logits(
-        z.unsqueeze(0).expand(11, -1, -1), phi.unsqueeze(1).expand(-1, 7, -1)
+        z.unsqueeze(0).expand(queries, -1, -1), phi.unsqueeze(1).expand(-1, models, -1)
     )
-    assert fast.shape == (11, 7)
+    assert fast.shape == (queries, models)
     assert torch.allclose(fast, slow, atol=1e-5)
 
 
