@@ -1,6 +1,8 @@
 """Loopback load test: req/s, p50, p99 and errors of the registry's hot endpoints at a fixed concurrency
-for a fixed duration, next to a minimal FastAPI + numpy k-NN endpoint over the same vectors and the
-query encoder's own throughput, all measured in the same run on the same machine.
+for a fixed duration, next to a minimal FastAPI + numpy k-NN endpoint over the same vectors, the query
+encoder's own throughput (in-process threads, no HTTP) and, with the route phases, a minimal FastAPI
+endpoint that only encodes the posted text (`minimal_encode`: the same HTTP stack and load generator around
+the same encoder), all measured in the same run on the same machine.
 
     python -m benchmarks.load                                   # 1,000 models, 8 clients, 10 s each
     python -m benchmarks.load --models 1000 10000 --duration 15 --concurrency 8
@@ -82,6 +84,32 @@ def baseline_app(vectors_file: Path) -> Any:
         top = np.argpartition(d, k)[:k]
         top = top[np.argsort(d[top])]
         return {"items": [{"id": ids[j], "distance": float(d[j])} for j in top]}
+
+    return app
+
+
+def encoder_app() -> Any:
+    """FastAPI + the registry's query encoder: the posted texts encoded (with one intra-op thread, as the
+    registry serves), their vectors' norms returned; nothing else. What `route` costs with no registry:
+    the same HTTP stack and load generator around the same encoder."""
+    import torch
+    from fastapi import FastAPI
+    from pydantic import BaseModel
+
+    from encoder.query import QueryEncoder
+
+    torch.set_num_threads(1)
+    enc = QueryEncoder(cache_dir=None)
+    enc.encode(["warm up"])
+    app = FastAPI()
+
+    class Texts(BaseModel):
+        queries: list[str]
+
+    @app.post("/encode")
+    def encode(body: Texts) -> dict[str, Any]:
+        vectors = enc.encode(body.queries, persist=False)
+        return {"norms": [float(v) for v in np.linalg.norm(vectors, axis=1)]}
 
     return app
 
@@ -410,6 +438,19 @@ def run_pool(n_models: int, args: argparse.Namespace) -> dict[str, Any]:
                 base = load(url, make_base, concurrency=args.concurrency, duration=args.duration)
             out["minimal_knn"] = base | {"cpu_ms_per_request": per_request(cpu, base["requests"])}
             print(f"  {n_models} models minimal k-NN: {_row(out['minimal_knn'])}", flush=True)
+        if {"route", "route_100"} & set(args.phases):
+            port = free_port()
+            code = f"import uvicorn; from benchmarks.load import encoder_app; uvicorn.run(encoder_app(), host='127.0.0.1', port={port}, log_level='warning', access_log=False)"  # noqa: E501
+            with serve_process(["-c", code], {"HF_HUB_OFFLINE": "1"}, port) as (url, pid):
+
+                def make_encode(n: int) -> tuple[str, str, Any]:
+                    return "POST", "/encode", phases["route"](n)[2]  # the route phase's texts
+
+                load(url, make_encode, concurrency=args.concurrency, duration=2)
+                with cpu_of(pid) as cpu:
+                    base = load(url, make_encode, concurrency=args.concurrency, duration=args.duration)
+                out["minimal_encode"] = base | {"cpu_ms_per_request": per_request(cpu, base["requests"])}
+                print(f"  {n_models} models minimal encode: {_row(out['minimal_encode'])}", flush=True)
     return out
 
 
