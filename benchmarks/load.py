@@ -52,10 +52,11 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import httpx
 import numpy as np
+from fastapi import Body
 
 from benchmarks._common import QUERY_CACHE, ROOT, provenance, write_json
 from benchmarks.api import TOPICS, free_port, seed_direct
@@ -94,7 +95,6 @@ def encoder_app() -> Any:
     the same HTTP stack and load generator around the same encoder."""
     import torch
     from fastapi import FastAPI
-    from pydantic import BaseModel
 
     from encoder.query import QueryEncoder
 
@@ -103,12 +103,9 @@ def encoder_app() -> Any:
     enc.encode(["warm up"])
     app = FastAPI()
 
-    class Texts(BaseModel):
-        queries: list[str]
-
     @app.post("/encode")
-    def encode(body: Texts) -> dict[str, Any]:
-        vectors = enc.encode(body.queries, persist=False)
+    def encode(queries: Annotated[list[str], Body(embed=True)]) -> dict[str, Any]:  # {"queries": [...]}
+        vectors = enc.encode(queries, persist=False)
         return {"norms": [float(v) for v in np.linalg.norm(vectors, axis=1)]}
 
     return app

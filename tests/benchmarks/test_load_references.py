@@ -1,0 +1,28 @@
+"""`benchmarks.load`'s reference endpoints answer the requests their phases send (a reference answering
+422 to every request would be measured as a fast endpoint: its errors are counted, not its speed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from fastapi.testclient import TestClient
+
+from benchmarks.load import baseline_app, encoder_app
+
+
+def test_the_minimal_encode_endpoint_encodes_the_route_phase_s_texts() -> None:
+    client = TestClient(encoder_app())
+    texts = ["Which model answers load query 1 abcd1234 best?", "and this"]
+    r = client.post("/encode", json={"queries": texts})
+    assert r.status_code == 200, r.text
+    assert r.json()["norms"] == [1.0, 1.0]  # all-MiniLM-L6-v2 normalises its vectors
+    assert client.post("/encode", json={"texts": ["wrong field"]}).status_code == 422
+
+
+def test_the_minimal_knn_endpoint_answers_the_k_nearest(tmp_path: Path) -> None:
+    vectors = np.array([[0.0, 0.0], [1.0, 0.0], [3.0, 0.0], [0.0, 2.0]], np.float32)
+    np.savez(tmp_path / "v.npz", ids=np.array(["a", "b", "c", "d"]), vectors=vectors)
+    r = TestClient(baseline_app(tmp_path / "v.npz")).get("/similar/0?k=2")
+    assert r.status_code == 200, r.text
+    assert [it["id"] for it in r.json()["items"]] == ["b", "d"]
