@@ -50,12 +50,29 @@ def predicted_agreement(p_a: np.ndarray, p_b: np.ndarray) -> np.ndarray:
 
 def normalised_prices(prices: Sequence[float | None] | np.ndarray) -> np.ndarray:
     """Prices scaled to [0, 1] by the largest known price; an unknown price counts as 0 (self-hosted)."""
-    x = np.array([np.nan if v is None else float(v) for v in prices], dtype=np.float64)
+    if isinstance(prices, np.ndarray):  # NaN: unknown (`Pool.prices`)
+        x = prices.astype(np.float64)
+    else:
+        x = np.array([np.nan if v is None else float(v) for v in prices], dtype=np.float64)
     if np.any(x[np.isfinite(x)] < 0):
         raise InvalidDecisionInput("prices must be non-negative")
     x = np.where(np.isfinite(x), x, 0.0)
     top = x.max() if len(x) else 0.0
     return x / top if top > 0 else np.zeros_like(x)
+
+
+def _top(score: np.ndarray, k: int) -> np.ndarray:
+    """(Q, k) the k best columns of each row, best first, ties by column: what a stable sort of each whole
+    row gives, without sorting all M columns (only those scoring at least the row's k-th best)."""
+    q, m = score.shape
+    if k >= m or not np.isfinite(score).all():
+        return np.argsort(-score, axis=1, kind="stable")[:, :k]
+    out = np.empty((q, k), dtype=np.int64)
+    kth = -np.partition(-score, k - 1, axis=1)[:, k - 1]  # (Q,) the k-th best score of each row
+    for i in range(q):
+        cand = np.flatnonzero(score[i] >= kth[i])  # in column order, which the stable sort keeps for ties
+        out[i] = cand[np.argsort(-score[i, cand], kind="stable")][:k]
+    return out
 
 
 @dataclass(frozen=True)
@@ -102,7 +119,7 @@ def route(
     if not avail.any():
         raise EmptyCandidatesError("none of the candidate models is available")
     score = p - cost_weight * cost[None, :]  # (Q, M)
-    order = np.argsort(-score, axis=1, kind="stable")[:, : min(top_k, m)]  # (Q, k)
+    order = _top(score, min(top_k, m))  # (Q, k)
     chosen = np.where(avail[None, :], score, -np.inf).argmax(axis=1)  # (Q,)
     preferred = score.argmax(axis=1)
     out = []

@@ -77,6 +77,12 @@ def assert_same_pool(ctx: Context, flt: ModelFilter | None) -> None:
     assert cached.ids == uncached.ids
     assert np.array_equal(cached.vectors, uncached.vectors)
     assert [brief(r) for r in cached.rows] == [brief(r) for r in uncached.rows]
+    # the price and status columns (sliced from the full pool's, built once per key) match the rows
+    assert np.array_equal(cached.prices(), uncached.prices(), equal_nan=True)
+    assert np.array_equal(cached.active(), uncached.active())
+    briefed = [np.nan if b.price is None else b.price for b in map(brief, cached.rows)]
+    assert np.array_equal(cached.prices(), np.array(briefed, np.float64), equal_nan=True)
+    assert cached.active().tolist() == [r.status == "active" for r in cached.rows]
     with ctx.session_factory() as s:  # and the briefs the ORM rows give, as before the cache
         rows = repo.get_models(s, cached.ids)
         assert [brief(r) for r in cached.rows] == [brief(rows[m]) for m in cached.ids]

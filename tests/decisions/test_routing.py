@@ -35,6 +35,25 @@ def test_cost_weight_trades_accuracy_for_price() -> None:
     np.testing.assert_allclose(normalised_prices(prices), [1.0, 0.1, 0.0])
 
 
+def test_ranking_matches_a_stable_sort_of_every_candidate() -> None:
+    # the top k are found without sorting all M: ties (here most scores) must still come in column order,
+    # prices given as an array (NaN: unknown) must count as the list form does
+    rng = np.random.default_rng(0)
+    for _ in range(500):
+        q, m = int(rng.integers(1, 4)), int(rng.integers(1, 30))
+        p = rng.integers(0, 4, size=(q, m)) / 3
+        prices = rng.choice([np.nan, 1.0, 2.0], size=m)
+        k = int(rng.integers(1, m + 2))
+        got = route(p, top_k=k, prices=prices, cost_weight=0.25)
+        as_list = route(
+            p, top_k=k, prices=[None if np.isnan(v) else float(v) for v in prices], cost_weight=0.25
+        )
+        score = p - 0.25 * normalised_prices(prices)[None, :]
+        want = np.argsort(-score, axis=1, kind="stable")[:, :k]
+        assert [[c.index for c in r.ranked] for r in got] == want.tolist()
+        assert got == as_list
+
+
 def test_unavailable_models_are_ranked_but_not_chosen() -> None:
     r = route(P, available=[False, True, True])
     assert r[0].preferred == 0 and r[0].chosen == 1

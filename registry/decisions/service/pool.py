@@ -96,9 +96,39 @@ class Pool:
     ids: list[uuid.UUID]
     vectors: np.ndarray
     rows: Sequence[ModelRow | PoolRow]
+    # Per row: its price (`price_of`, NaN where unknown) and whether it is active; built once for the cached
+    # full pool and sliced for the pools cut from it, so routing over 10,000 models does not walk the
+    # rows in Python on every request. The caller may not modify them in place.
+    columns: tuple[np.ndarray, np.ndarray] | None = None
 
     def index_of(self) -> dict[uuid.UUID, int]:
         return {m: i for i, m in enumerate(self.ids)}
+
+    def _columns(self) -> tuple[np.ndarray, np.ndarray]:
+        if self.columns is None:
+            prices = np.array([np.nan if (v := price_of(r)) is None else v for r in self.rows], np.float64)
+            active = np.array([r.status == "active" for r in self.rows], dtype=bool)
+            self.columns = (prices.reshape(len(self.rows)), active.reshape(len(self.rows)))
+        return self.columns
+
+    def prices(self) -> np.ndarray:
+        """(N,) float64: each row's price, NaN where unknown."""
+        return self._columns()[0]
+
+    def active(self) -> np.ndarray:
+        """(N,) bool: whether each row's status is `active`."""
+        return self._columns()[1]
+
+    def take(self, keep: Sequence[int], ids: list[uuid.UUID] | None = None) -> Pool:
+        """The rows at these positions, in this order (`ids`: their ids, when the caller has them)."""
+        index = np.asarray(keep, dtype=np.int64)
+        cols = self.columns
+        return Pool(
+            ids=[self.ids[i] for i in keep] if ids is None else ids,
+            vectors=self.vectors[index],
+            rows=[self.rows[i] for i in keep],
+            columns=None if cols is None else (cols[0][index], cols[1][index]),
+        )
 
 
 class _PoolCache:
@@ -140,6 +170,7 @@ def _full_pool(ctx: Context, key: tuple[object, ...]) -> tuple[Pool, dict[uuid.U
             # Shared by every request, so never modified in place (not flagged read-only: torch warns
             # on read-only arrays, and the predictor reads them).
             pool = _scan_pool(ctx, None)
+            pool.prices()  # the columns once, under the lock: every request shares them
             cache.pool, cache.at, cache.key = pool, pool.index_of(), key
         return cache.pool, cache.at
 
@@ -156,12 +187,9 @@ def load_pool(ctx: Context, flt: ModelFilter | None, *, cached: bool = True) -> 
         key = (id(ctx.session_factory), ctx.embedder.fingerprint, repo.metadata_version(s))
         full, _ = _full_pool(ctx, key)
         if flt is None or flt == ModelFilter():
-            return Pool(ids=list(full.ids), vectors=full.vectors, rows=list(full.rows))
+            return Pool(ids=list(full.ids), vectors=full.vectors, rows=list(full.rows), columns=full.columns)
         match = repo.model_ids_where(s, flt)
-    keep = [i for i, m in enumerate(full.ids) if m in match]
-    return Pool(
-        ids=[full.ids[i] for i in keep], vectors=full.vectors[keep], rows=[full.rows[i] for i in keep]
-    )
+    return full.take([i for i, m in enumerate(full.ids) if m in match])
 
 
 def pool_subset(ctx: Context, ids: Sequence[uuid.UUID]) -> Pool | None:
@@ -177,8 +205,7 @@ def pool_subset(ctx: Context, ids: Sequence[uuid.UUID]) -> Pool | None:
     idx = [at.get(m) for m in ids]
     if any(i is None for i in idx):
         return None
-    keep = [i for i in idx if i is not None]
-    return Pool(ids=list(ids), vectors=full.vectors[keep], rows=[full.rows[i] for i in keep])
+    return full.take([i for i in idx if i is not None], ids=list(ids))
 
 
 def _all_known(ids: Sequence[uuid.UUID], rows: Mapping[uuid.UUID, T], what: str) -> dict[uuid.UUID, T]:

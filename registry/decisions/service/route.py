@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 import numpy as np
 
 from registry.decisions.errors import EmptyCandidatesError, InvalidDecisionInput
@@ -22,7 +24,6 @@ from registry.decisions.service.pool import (
     check_queries,
     load_pool,
     pool_subset,
-    price_of,
     require_pool_rows,
     require_vectors,
     to_filter,
@@ -74,23 +75,25 @@ def route_queries(ctx: Context, req: RouteRequest) -> RouteRead:
             )
     phi = ctx.embedder.encode_queries(req.queries, persist=False)  # (Q, query_dim): traffic, not questions
     p = ctx.embedder.predict(pool.vectors, phi)  # (Q, M)
-    avail = [r.status == "active" for r in pool.rows]
-    if not any(avail):
+    avail = pool.active()
+    if not avail.any():
         raise EmptyCandidatesError("none of the candidate models is active")
     decisions = route(
         p,
-        prices=[price_of(r) for r in pool.rows],
+        prices=pool.prices(),
         cost_weight=req.cost_weight,
         top_k=req.top_k,
         available=avail,
     )
-    active_ids = tuple(m for m, a in zip(pool.ids, avail, strict=True) if a)
+    active_ids: tuple[uuid.UUID, ...] | None = None  # read only when a preferred model is down
     nearest: dict[int, list[FallbackRead]] = {}
     out = []
     for qi, d in enumerate(decisions):
         fb: list[FallbackRead] = []
         if not avail[d.preferred] and req.fallbacks > 0:
             if d.preferred not in nearest:
+                if active_ids is None:
+                    active_ids = tuple(pool.ids[i] for i in np.flatnonzero(avail))
                 flt = ModelFilter(statuses=("active",), include_ids=active_ids)
                 hits = (
                     ctx.index.search_models(pool.vectors[d.preferred], req.fallbacks, flt)
@@ -144,10 +147,6 @@ def _portfolio_pool(
     if spec.param_budget is not None:
         weights = np.array([np.nan if r.params_b is None else r.params_b for r in pool.rows])
     elif spec.price_budget is not None:
-        weights = np.array([np.nan if price_of(r) is None else price_of(r) for r in pool.rows])
+        weights = pool.prices().copy()
     port = select_portfolio(pool.vectors, method=spec.method, k=spec.k, budget=budget, weights=weights)
-    keep = list(port.chosen)
-    chosen = Pool(
-        ids=[pool.ids[i] for i in keep], vectors=pool.vectors[keep], rows=[pool.rows[i] for i in keep]
-    )
-    return chosen, pv
+    return pool.take(list(port.chosen)), pv
