@@ -97,6 +97,12 @@ def test_cached_pool_answers_as_the_uncached_scan(ctx: Context) -> None:
     assert len(load_pool(ctx, None).ids) == len(ids)  # the model without evaluations is not embedded
     req = RouteRequest(queries=["What is 3 times 6?", "Name a prime"], top_k=3)
     assert answer(route_queries(ctx, req)) == answer(route_queries(ctx, req))
+    # fallbacks brief their models from plain columns: the same briefs as the ORM rows give
+    got = fallbacks(ctx, ids[3], 4)
+    with ctx.session_factory() as s:
+        rows = repo.get_models(s, [it.model.id for it in got.items])
+        assert [it.model for it in got.items] == [brief(rows[it.model.id]) for it in got.items]
+    assert got.items and any(it.model.price is None for it in fallbacks(ctx, ids[0], 7).items)
 
 
 def test_every_write_changes_the_cached_pool(ctx: Context) -> None:

@@ -11,7 +11,13 @@ import numpy as np
 from registry.decisions.errors import InvalidDecisionInput
 from registry.decisions.routing import predicted_agreement
 from registry.decisions.schemas import FallbackRead, FallbacksRead, ReferenceQueries
-from registry.decisions.service.pool import _rows, brief, reference_queries, require_models, require_vectors
+from registry.decisions.service.pool import (
+    _rows,
+    brief,
+    reference_queries,
+    require_pool_rows,
+    require_vectors,
+)
 from registry.decisions.service.provenance import REFERENCE, finish, provenance_vectors, restricting
 from registry.ports import ModelFilter, ScoredId
 from registry.schemas import EvaluationFilter
@@ -39,7 +45,7 @@ def fallbacks(
     prov = restricting(provenance)
     if k < 1:
         raise InvalidDecisionInput(f"k must be at least 1, got {k}")
-    row = require_models(ctx, [model_id])[model_id]
+    row = require_pool_rows(ctx, [model_id])[model_id]
     base = flt or ModelFilter()
     licenses = base.licenses
     if same_license:

@@ -27,14 +27,13 @@ from registry.decisions.schemas import (
     FingerprintRequest,
     VerdictName,
 )
-from registry.decisions.service.pool import _rows, brief
+from registry.decisions.service.pool import PoolRow, _rows, brief
 from registry.decisions.service.provenance import THRESHOLDS, finish, provenance_vectors, restricting
 from registry.decisions.service.thresholds import ThresholdProvider, thresholds_read, tolerance_read
 from registry.services import embed_evaluations
 from registry.services.common import question_phi
 from registry.services.context import Context
 from registry.services.probes import probe_set
-from registry.tables import ModelRow
 
 Verdict = VerdictName
 SHORTLIST = 20  # fingerprint candidates compared on shared questions: the max(k, SHORTLIST) nearest
@@ -251,7 +250,7 @@ def evidence_read(ev: SharedEvidence) -> EvidenceRead:
 def decide(
     ctx: Context,
     judged: list[tuple[uuid.UUID, Judgement]],
-    rows: dict[uuid.UUID, ModelRow],
+    rows: dict[uuid.UUID, PoolRow],
     theirs: dict[uuid.UUID, dict[uuid.UUID, float]],
     mine: dict[uuid.UUID, float],
     tol: Tolerance,
