@@ -14,26 +14,79 @@ counters (or another encoder) drops every stored answer. Only 200 answers are st
 handler ran on the encoder the key names. A request this cache does not answer (another path, a malformed
 or failing key, before the app has started) goes through the app unchanged, so errors keep their one shape
 and origin.
+
+A first ask in the shape nearly every caller sends (the model's id in canonical form, at most `k` and
+`rank_by` in the query, within the handler's bounds) is computed here too, by the same service call the
+handler makes with the filters its dependencies give for no parameters, and stored: the miss costs one more
+thread-pool hop instead of FastAPI's routing, dependencies, three hops and response validation (through
+the ASGI app at 10,000 models, warmed: 5.1-5.3 ms per first ask against 2.7-2.8 ms for the service call).
+Anything else, and any failure of that call, goes to the app, which answers (or refuses) as it always does;
+`tests/api/test_answers.py` checks the bytes are the app's own.
 """
 
 from __future__ import annotations
 
 import re
+import uuid
 from collections import OrderedDict
-from typing import Any
+from typing import Any, Literal
+from urllib.parse import parse_qsl
 
 from fastapi.security.utils import get_authorization_scheme_param
+from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.deps import Container, encoder_tag
+from api.deps import Container, encoder_tag, model_filter
+from api.routes.imports import provenance_filter
 from registry import services
+from registry.decisions import service as decisions
+from registry.ports import ModelFilter
+from registry.schemas import EvaluationFilter
 
 # GET reads whose answer depends only on the registry's data, the encoder and the request's path and query.
 CACHED = re.compile(r"/v1/models/[0-9A-Fa-f-]{32,36}/(similar|fallbacks)")
 
 _Key = tuple[str, tuple[int, int, int]]
+
+# What a first ask computed here may hold: per read, the default and bounds of `k` (as the handlers declare
+# them); `rank_by` may be either value. Any other parameter, or a value outside these, goes to the app.
+SIMPLE_K = {"similar": (10, 1, 1000), "fallbacks": (5, 1, 100)}
+_DIGITS = re.compile(r"[1-9][0-9]{0,3}")
+
+
+def simple_request(
+    path: str, query_string: bytes
+) -> tuple[str, uuid.UUID, int, Literal["behaviour", "embedding"]] | None:
+    """(read, model id, k, rank_by) when the request is one a first ask may be computed for here (see the
+    module doc), else None."""
+    match = CACHED.fullmatch(path)
+    if match is None:
+        return None
+    read, segment = match.group(1), path.split("/")[3]
+    try:
+        model_id = uuid.UUID(segment)
+    except ValueError:
+        return None
+    if str(model_id) != segment:  # only the canonical form: the app judges any other
+        return None
+    k, low, high = SIMPLE_K[read]
+    rank_by: Literal["behaviour", "embedding"] = "behaviour"
+    try:
+        params = parse_qsl(query_string.decode("ascii"), keep_blank_values=True, strict_parsing=True)
+    except (UnicodeDecodeError, ValueError):
+        return None
+    if len({name for name, _ in params}) != len(params):
+        return None
+    for name, value in params:
+        if name == "k" and _DIGITS.fullmatch(value) and low <= int(value) <= high:
+            k = int(value)
+        elif name == "rank_by" and value in ("behaviour", "embedding"):
+            rank_by = "behaviour" if value == "behaviour" else "embedding"
+        else:
+            return None
+    return read, model_id, k, rank_by
 
 
 class AnswerStore:
@@ -120,6 +173,24 @@ class AnswerCache:
             await send({"type": "http.response.start", "status": 200, "headers": headers})
             await send({"type": "http.response.body", "body": body})
             return
+        simple = simple_request(scope["path"], scope["query_string"])
+        if simple is not None:
+            try:
+                # the filters the handler's own dependencies give for no parameters
+                flt, provenance = await model_filter(), await provenance_filter()
+                computed = await run_in_threadpool(_compute, bound, *simple, flt, provenance)
+            except Exception:  # the app answers: an unknown model's 404, a failing read's 503 or 500
+                computed = None
+            if computed is not None:
+                scope.setdefault("state", {})["encoder"] = key[0]
+                headers = [
+                    (b"content-length", str(len(computed)).encode()),
+                    (b"content-type", b"application/json"),
+                ]
+                store.put(key, request, headers, computed)
+                await send({"type": "http.response.start", "status": 200, "headers": headers})
+                await send({"type": "http.response.body", "body": computed})
+                return
         start: Message | None = None
         chunks: list[bytes] = []
         complete = False
@@ -141,6 +212,26 @@ class AnswerCache:
             and scope.get("state", {}).get("encoder") == key[0]  # the handler ran on the key's encoder
         ):
             store.put(key, request, list(start.get("headers", [])), b"".join(chunks))
+
+
+def _compute(
+    bound: Container,
+    read: str,
+    model_id: uuid.UUID,
+    k: int,
+    rank_by: Literal["behaviour", "embedding"],
+    flt: ModelFilter,
+    provenance: EvaluationFilter,
+) -> bytes:
+    """The handler's answer to these parameters, by the same service call, as JSON bytes."""
+    answer: BaseModel
+    if read == "similar":
+        answer = services.similar_models(bound, model_id, k, flt, rank_by, provenance)
+    else:
+        answer = decisions.fallbacks(
+            bound, model_id, k, flt, same_license=False, provenance=provenance, rank_by=rank_by
+        )
+    return answer.model_dump_json().encode()
 
 
 def _bearer(scope: Scope) -> tuple[bool, str | None]:

@@ -129,8 +129,70 @@ def test_open_reads_are_answered_without_a_key(
 def test_errors_are_never_stored(client: TestClient, key: dict[str, str], calls: Counter[str]) -> None:
     path = f"/v1/models/{uuid.uuid4()}/similar"
     for _ in range(2):
-        assert client.get(path, headers=key).status_code == 404
-    assert calls["similar"] == 2
+        r = client.get(path, headers=key)
+        assert r.status_code == 404 and r.json()["error"] == "NotFound" and r.json()["request_id"]
+    # each request reached the service twice: the first-ask path's attempt, then the app's, which answers
+    assert calls["similar"] == 4
+    assert not client.app.state.answer_cache.answers  # type: ignore[attr-defined]
+
+
+SIMPLE = [
+    "similar",
+    "similar?k=3",
+    "similar?rank_by=embedding",
+    "similar?k=1000&rank_by=behaviour",
+    "fallbacks",
+    "fallbacks?k=2",
+    "fallbacks?rank_by=embedding&k=100",
+    "similar?k=%33",  # k=3, percent-encoded: FastAPI decodes it too
+]
+# each goes to FastAPI: another parameter, a value out of the handler's bounds or not in canonical form,
+# a repeated parameter, an unknown one
+NOT_SIMPLE = [
+    "similar?k=3&status=active",
+    "similar?k=0",
+    "similar?k=03",
+    "similar?k=1001",
+    "similar?rank_by=other",
+    "similar?k=2&k=3",
+    "similar?x=1",
+    "fallbacks?k=101",
+    "fallbacks?same_license=false",
+    "similar?k",
+]
+
+
+def test_a_first_ask_computed_before_fastapi_is_byte_for_byte_the_app_s(
+    ctx: Context, ids: list[uuid.UUID], key: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import api.answers as answers
+
+    computed: list[str] = []
+    real = answers._compute
+
+    def spy(bound: Any, read: str, *args: Any) -> bytes:
+        computed.append(read)
+        return real(bound, read, *args)
+
+    monkeypatch.setattr(answers, "_compute", spy)
+    with _app(ctx) as cached, _app(ctx, answer_cache_mb=0) as plain:
+        for m in (ids[0], ids[3]):
+            for query in SIMPLE:
+                path = f"/v1/models/{m}/{query}"
+                got, want = cached.get(path, headers=key), plain.get(path, headers=key)
+                assert got.status_code == want.status_code == 200, got.text
+                assert got.content == want.content, path
+                assert got.headers["content-type"] == want.headers["content-type"]
+                assert got.headers["x-locus-encoder"] == want.headers["x-locus-encoder"]
+        assert len(computed) == 2 * len(SIMPLE)  # every one of them computed before FastAPI, once
+        computed.clear()
+        for query in NOT_SIMPLE:
+            path = f"/v1/models/{ids[0]}/{query}"
+            got, want = cached.get(path, headers=key), plain.get(path, headers=key)
+            assert (got.status_code, got.json().get("error")) == (want.status_code, want.json().get("error"))
+        upper = cached.get(f"/v1/models/{str(ids[0]).upper()}/similar", headers=key)
+        assert upper.status_code == 200
+        assert computed == []  # none of those took the first-ask path
 
 
 def test_two_workers_on_one_database_answer_alike_after_a_write(
