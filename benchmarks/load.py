@@ -623,10 +623,13 @@ def http_overhead(
     # Without the start-up warm-up: its thread would read every model's inputs while the requests are
     # timed (at 10,000 models, for most of the run), and the service calls are timed without one too.
     app = create_app(settings.model_copy(update={"cache_warmup": False}), container=container)
+    # Requests run on the serving snapshot (`container.current()`: its own index view, so its own caches);
+    # the service calls here do too, so that both start from the same caches.
+    bound = container.current()
     base = 2 * calls + 10  # models the cProfile rounds did not touch: caches as cold for both
     started = time.perf_counter()
     for n in range(calls):
-        services.similar_models(container, picks[base + n], 10)
+        services.similar_models(bound, picks[base + n], 10)
     service_ms = (time.perf_counter() - started) / calls * 1000
 
     async def requests() -> float:
