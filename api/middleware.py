@@ -92,9 +92,8 @@ class RequestContext:
                 raise
             await _send_500(send_with_id, rid)
         finally:
-            current_request_id.reset(token)
             db.reading.reset(read_token)
-            access_log.info(
+            access_log.info(  # before the id is reset, so that the line's prefix carries it too
                 json.dumps(
                     {
                         "event": "request",
@@ -106,6 +105,7 @@ class RequestContext:
                     }
                 )
             )
+            current_request_id.reset(token)
 
 
 async def _send_500(send: Send, rid: str) -> None:
@@ -135,9 +135,11 @@ class RequestIdFilter(logging.Filter):
 
 
 def configure_logging(level: str) -> None:
-    """One line per record on stderr for the registry's loggers (the server configures its own)."""
+    """One line per record on stderr for the registry's loggers (the server configures its own). They stop
+    there: the console script also configures the root logger, which printed every line a second time."""
     logger = logging.getLogger("locus_registry")
     logger.setLevel(level.upper())
+    logger.propagate = False
     if not any(getattr(h, "_locus", False) for h in logger.handlers):
         handler = logging.StreamHandler()
         handler.setFormatter(

@@ -3,6 +3,7 @@ unexpected exception answers 500 in the JSON error shape, never plain text."""
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 from typing import Any
@@ -12,6 +13,7 @@ from fastapi import APIRouter
 from fastapi.testclient import TestClient
 
 from api.app import create_app
+from api.middleware import configure_logging
 from registry.services import Context
 from tests.api.conftest import make_container
 
@@ -143,6 +145,32 @@ def test_request_log_line(client: TestClient, caplog: pytest.LogCaptureFixture) 
     line = lines[0]
     assert line["method"] == "GET" and line["path"] == "/healthz" and line["status"] == 200
     assert line["request_id"] == "log-me" and line["duration_ms"] >= 0
+
+
+def test_a_served_process_logs_each_request_once_with_its_id(client: TestClient) -> None:
+    # as `locus-registry serve` runs: the console script configures the root logger, the server its own
+    root, registry = logging.getLogger(), logging.getLogger("locus_registry")
+    seen_by_root = io.StringIO()
+    root_handler = logging.StreamHandler(seen_by_root)
+    saved = (registry.level, registry.propagate, list(registry.handlers), root.level)
+    root.addHandler(root_handler)
+    root.setLevel(logging.INFO)
+    try:
+        configure_logging("info")
+        ours = next(h for h in registry.handlers if getattr(h, "_locus", False))
+        assert isinstance(ours, logging.StreamHandler)
+        printed = io.StringIO()
+        ours.setStream(printed)
+        client.get("/healthz", headers={"X-Request-ID": "log-me-once"})
+    finally:
+        root.removeHandler(root_handler)
+        root.setLevel(saved[3])
+        registry.setLevel(saved[0])
+        registry.propagate = saved[1]
+        registry.handlers[:] = saved[2]
+    lines = [line for line in printed.getvalue().splitlines() if "locus_registry.access" in line]
+    assert len(lines) == 1 and "[log-me-once]" in lines[0]
+    assert "locus_registry" not in seen_by_root.getvalue()
 
 
 def test_unexpected_exception_is_a_json_500(ctx: Context, caplog: pytest.LogCaptureFixture) -> None:
