@@ -162,6 +162,19 @@ NOT_SIMPLE = [
 ]
 
 
+def test_the_first_ask_bounds_of_k_are_the_handlers_own(client: TestClient) -> None:
+    # a bound looser than the handler's would answer 200 where the app answers 422
+    import api.answers as answers
+
+    paths = client.get("/openapi.json").json()["paths"]
+    for read, (default, low, high) in answers.SIMPLE_K.items():
+        params = paths[f"/v1/models/{{model_id}}/{read}"]["get"]["parameters"]
+        schema = next(p for p in params if p["name"] == "k")["schema"]
+        assert (schema["default"], schema["minimum"], schema["maximum"]) == (default, low, high)
+        rank_by = next(p for p in params if p["name"] == "rank_by")["schema"]
+        assert rank_by["default"] == "behaviour" and set(rank_by["enum"]) == {"behaviour", "embedding"}
+
+
 def test_a_first_ask_computed_before_fastapi_is_byte_for_byte_the_app_s(
     ctx: Context, ids: list[uuid.UUID], key: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 from fastapi.testclient import TestClient
 
 from benchmarks.load import baseline_app, encoder_app
@@ -16,7 +17,7 @@ def test_the_minimal_encode_endpoint_encodes_the_route_phase_s_texts() -> None:
     texts = ["Which model answers load query 1 abcd1234 best?", "and this"]
     r = client.post("/encode", json={"queries": texts})
     assert r.status_code == 200, r.text
-    assert r.json()["norms"] == [1.0, 1.0]  # all-MiniLM-L6-v2 normalises its vectors
+    assert r.json()["norms"] == pytest.approx([1.0, 1.0], abs=1e-6)  # all-MiniLM-L6-v2 normalises them
     assert client.post("/encode", json={"texts": ["wrong field"]}).status_code == 422
 
 

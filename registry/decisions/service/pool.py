@@ -108,7 +108,7 @@ class Pool:
         if self.columns is None:
             prices = np.array([np.nan if (v := price_of(r)) is None else v for r in self.rows], np.float64)
             active = np.array([r.status == "active" for r in self.rows], dtype=bool)
-            self.columns = (prices.reshape(len(self.rows)), active.reshape(len(self.rows)))
+            self.columns = (prices, active)
         return self.columns
 
     def prices(self) -> np.ndarray:
