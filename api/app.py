@@ -181,7 +181,9 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
     """The registry's HTTP application.
 
     Without `container`, the lifespan builds one from `settings` (engine, Qdrant index, embedder)
-    and closes it on shutdown; tests pass a ready container to reuse a small encoder.
+    and closes it on shutdown; tests pass a ready container to reuse a small encoder. With one, what
+    runs beside requests (the cache warm-up, job workers, the frozen heap) follows `container.settings`,
+    not `settings`: build the container with the settings those should follow.
     """
     cfg = settings or (container.settings if container is not None else get_settings())
 

@@ -555,8 +555,12 @@ def profile(n_models: int, calls: int, top: int = 15) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="locus-profile-") as tmp:
         env, _key, ids, keys, _vectors = seed(Path(tmp), n_models)
         picks = [uuid.UUID(ids[i]) for i in np.random.default_rng(2).integers(0, len(ids), 100_000)]
+        # Without the start-up cache warm-up: the app `http_overhead` serves runs whatever the container's
+        # settings say beside its requests, and a warm-up thread reading every model's inputs would run
+        # while they are timed (at 10,000 models, for most of the run); the service calls have none.
         settings = Settings(
-            **{k[len("LOCUS_") :].lower(): v for k, v in env.items() if k.startswith("LOCUS_")}
+            **{k[len("LOCUS_") :].lower(): v for k, v in env.items() if k.startswith("LOCUS_")},
+            cache_warmup=False,
         )
         container = build_container(settings)
         try:
@@ -620,9 +624,9 @@ def http_overhead(
     from api.app import create_app
     from registry import services
 
-    # Without the start-up warm-up: its thread would read every model's inputs while the requests are
-    # timed (at 10,000 models, for most of the run), and the service calls are timed without one too.
-    app = create_app(settings.model_copy(update={"cache_warmup": False}), container=container)
+    if container.settings.cache_warmup:  # the app runs what the container's settings say, not `settings`
+        raise ValueError("http_overhead needs a container built with cache_warmup=False")
+    app = create_app(settings, container=container)
     # Requests run on the serving snapshot (`container.current()`: its own index view, so its own caches);
     # the service calls here do too, so that both start from the same caches.
     bound = container.current()
