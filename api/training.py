@@ -31,6 +31,7 @@ from encoder.checkpoint import save_checkpoint
 from encoder.data import DataFormatError, EvalSource, load_source
 from encoder.evaluation import evaluate
 from encoder.inference import LocusEmbedder
+from encoder.metric import MetricConfig, fit_metric
 from encoder.model import LocusModel
 from encoder.train import TrainConfig, TrainSource, prepare_source, train
 from registry.errors import Forbidden, InvalidInput
@@ -64,6 +65,13 @@ class TrainParams(BaseModel):
     )
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
     geometry_weight: float = Field(default=0.0, ge=0.0, le=100.0, description="TrainConfig.geometry_weight")
+    metric_steps: int = Field(
+        default=MetricConfig.steps,
+        ge=0,
+        le=100_000,
+        description="steps fitting the stored-vector metric on the training models after training "
+        "(encoder.metric; the shipped recipe: 600); 0: none",
+    )
     eval_k: int = Field(default=128, ge=8, le=4096, description="evaluations per model in the comparison")
     min_models: int = Field(default=5, ge=2, description="a benchmark needs this many scored models")
     min_questions: int = Field(default=50, ge=10, description="... and this many scored questions")
@@ -158,6 +166,11 @@ def train_handler(settings: Settings) -> lifecycle.Handler:
             progress=False,
             on_step=lambda step, steps: job.progress("train", step, steps),
         )
+        metric_doc: dict[str, Any] | None = None
+        if p.metric_steps > 0:
+            job.progress("metric", 0, None)
+            w, metric_doc = fit_metric(model, sources, MetricConfig(steps=p.metric_steps), seed=p.seed)
+            model.set_metric(w)
         job.progress("compare", 0, len(sources))
         trained = LocusEmbedder(model, serving.query_encoder, threads=serving.threads)
         comparison = _compare(trained, serving, sources, p)
@@ -181,6 +194,7 @@ def train_handler(settings: Settings) -> lifecycle.Handler:
             "best_step": result.best_step,
             "steps_run": result.steps_run,
             "train_seconds": round(result.seconds, 1),
+            "metric": metric_doc,
             "against": {
                 "fingerprint": serving.fingerprint,
                 "note": "the same held-out models and test questions for both encoders; the serving encoder "

@@ -10,7 +10,8 @@ evaluations (different questions per model, as users register them), figures on 
   source (a domain never seen).
 
 Each variant (a training recipe: `published` = the LOCUS loss alone, `geometry` = with the geometry
-loss of `encoder.train`) is trained once per protocol and cached under --runs. Routing hit@1 (all
+loss of `encoder.train`; `metric` = `published` plus the stored-vector metric of `encoder.metric`,
+fitted on the same training models) is trained once per protocol and cached under --runs. Routing hit@1 (all
 models of the source, own K=128 samples) and correctness accuracy (focus models) sit beside it, so
 geometry never costs routing silently. MF / IRT (`--baselines`) place every model from the same own
 samples; their vectors' distances are reported too.
@@ -38,6 +39,8 @@ from encoder.config import LocusConfig
 from encoder.data import EvalSource
 from encoder.evaluation import evaluate
 from encoder.inference import LocusEmbedder
+from encoder.metric import MetricConfig, fit_metric
+from encoder.model import LocusModel
 from encoder.train import TrainConfig, TrainSource, prepare_source
 from registry.item_response import response_distances
 
@@ -46,7 +49,11 @@ log = logging.getLogger("benchmarks.geometry")
 VARIANTS: dict[str, dict[str, Any]] = {
     "published": {"geometry_weight": 0.0},
     "geometry": {"geometry_weight": 1.0},
+    "metric": {"geometry_weight": 0.0},
 }
+# Variants that are another's trained encoder (its cached run) plus the stored-vector metric
+# (`encoder.metric`), fitted on the same training models and sources.
+WITH_METRIC = {"metric": "published"}
 COLUMNS = (
     ("pearson", "r"),
     ("spearman", "rho"),
@@ -94,6 +101,17 @@ def fit_latent(kinds: list[str], fit_on: list[TrainSource], seed: int) -> dict[s
     return out
 
 
+def add_metric(name: str, model: LocusModel, fit_on: list[TrainSource], seed: int) -> dict[str, Any]:
+    """For a variant in WITH_METRIC, fit the stored-vector metric on the training models of `fit_on` and
+    install it in `model`; what the fit reports (nothing for other variants)."""
+    if name not in WITH_METRIC:
+        return {}
+    started = time.perf_counter()
+    w, report = fit_metric(model, fit_on, MetricConfig(), seed=seed)
+    model.set_metric(w)
+    return {"metric": report | {"seconds": time.perf_counter() - started}}
+
+
 def run_variant(
     name: str,
     overrides: dict[str, Any],
@@ -109,11 +127,13 @@ def run_variant(
         **overrides,
     )
     lcfg = LocusConfig()
+    trained_as = WITH_METRIC.get(name, name)  # the run cache of the recipe it trains with
     res: dict[str, Any] = {"train_config": dataclasses.asdict(cfg), "protocols": {}}
     seed = args.seed
     if "heldout" in args.protocols:
         tss = [prepare_source(s, phi, split_seed=seed, holdout_fraction=0.2) for s, phi in loaded]
-        model, info = trained_model(tss, paths, cfg, lcfg, seed, args.runs / name / "heldout")
+        model, info = trained_model(tss, paths, cfg, lcfg, seed, args.runs / trained_as / "heldout")
+        info |= add_metric(name, model, tss, seed)
         emb = LocusEmbedder(model)
         per: dict[str, Any] = {"train": {k: v for k, v in info.items() if k != "history"}, "sources": {}}
         for ts in tss:
@@ -131,8 +151,14 @@ def run_variant(
             rest = [j for j in range(len(loaded)) if j != i]
             train_on = [prepare_source(*loaded[j], split_seed=seed) for j in rest]
             model, info = trained_model(
-                train_on, [paths[j] for j in rest], cfg, lcfg, seed, args.runs / name / f"loso-{src.name}"
+                train_on,
+                [paths[j] for j in rest],
+                cfg,
+                lcfg,
+                seed,
+                args.runs / trained_as / f"loso-{src.name}",
             )
+            info |= add_metric(name, model, train_on, seed)
             target = prepare_source(src, phi, split_seed=seed)
             latent = fit_latent(args.baselines, train_on, seed) if args.baselines else {}
             entry = evaluate(

@@ -66,8 +66,10 @@ def load_checkpoint(directory: Path | str) -> tuple[LocusModel, str]:
     state = load_file(str(src / WEIGHTS_FILE))
     model = LocusModel(cfg)
     try:
+        if "metric" in state:  # the stored-vector metric fitted after training (`encoder.metric`)
+            model.set_metric(state["metric"])
         model.load_state_dict(state)
-    except RuntimeError as exc:
+    except (RuntimeError, ValueError) as exc:
         raise CheckpointError(f"{src / WEIGHTS_FILE}: weights do not fit config: {exc}") from exc
     fp = fingerprint(cfg, state)
     stored = doc.get("fingerprint")

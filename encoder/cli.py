@@ -27,6 +27,7 @@ from encoder.checkpoint import save_checkpoint
 from encoder.config import LocusConfig
 from encoder.data import load_source
 from encoder.inference import pad_sets
+from encoder.metric import MetricConfig, fit_metric
 from encoder.metrics import best_single, correctness_accuracy, oracle, random_choice, routing_hit_at_k
 from encoder.model import LocusModel
 from encoder.query import QueryEncoder
@@ -91,8 +92,10 @@ def run_train(
     resume: bool,
     state_dir: Path | None = None,
     eval_k: Sequence[int] = (32, 128, 256),
+    metric: MetricConfig | None = None,
 ) -> dict[str, Any]:
-    """Train on `data`, save the best checkpoint to `out` and return the report written beside it."""
+    """Train on `data`, fit the stored-vector metric on the same training models (`metric`; None: none),
+    save the best checkpoint to `out` and return the report written beside it."""
     started = time.perf_counter()
     qenc = QueryEncoder(cfg.query_model, cache_dir=cache_dir)
     if qenc.dim != cfg.query_dim:
@@ -126,6 +129,16 @@ def run_train(
     torch.manual_seed(seed)
     model = LocusModel(cfg)
     result = train(model, sources, tcfg, seed=seed, out_dir=state_dir, resume=resume)
+    metric_doc: dict[str, Any] | None = None
+    if metric is not None:
+        fit_started = time.perf_counter()
+        w, fitted = fit_metric(model, sources, metric, seed=seed)
+        model.set_metric(w)
+        metric_doc = {
+            "config": dataclasses.asdict(metric),
+            **fitted,
+            "seconds": round(time.perf_counter() - fit_started, 1),
+        }
     metrics = {ts.source.name: [test_metrics(model, ts, k, seed) for k in eval_k] for ts in sources}
     report: dict[str, Any] = {
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
@@ -153,6 +166,7 @@ def run_train(
         "machine": platform.machine(),
         "history": result.history,
         "test_metrics": metrics,
+        "metric": metric_doc,
     }
     fp = save_checkpoint(model, out, extra={"report": REPORT_FILE})
     report["fingerprint"] = fp
@@ -187,6 +201,12 @@ def _parser() -> argparse.ArgumentParser:
         help="resumable training state (default runs/train-<out name>; kept out of the checkpoint)",
     )
     t.add_argument("--resume", action="store_true", help="continue an interrupted run from --state-dir")
+    t.add_argument(
+        "--metric-steps",
+        type=int,
+        default=MetricConfig.steps,
+        help="steps fitting the stored-vector metric after training (encoder.metric); 0: none",
+    )
     return ap
 
 
@@ -214,6 +234,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         cache_dir=args.cache_dir,
         resume=args.resume,
         state_dir=args.state_dir or Path("runs") / f"train-{args.out.name}",
+        metric=MetricConfig(steps=args.metric_steps) if args.metric_steps > 0 else None,
     )
     for name, rows in report["test_metrics"].items():
         for r in rows:

@@ -119,7 +119,7 @@ class LocusEmbedder:
                     end += 1
                 idx = order[start:end]
                 phi, y, mask = pad_sets([sets[i] for i in idx], self.query_dim)
-                out[idx] = self.model.encode(phi, y, mask).numpy()
+                out[idx] = self.model.to_vector(self.model.encode(phi, y, mask)).numpy()
                 start = end
         return out
 
@@ -133,5 +133,7 @@ class LocusEmbedder:
             raise ValueError(f"phi has shape {phi.shape}, expected (Q, {self.query_dim})")
         torch.set_num_threads(self.threads)
         with torch.inference_mode():
-            logits = self.model.predict_logits(torch.from_numpy(z), torch.from_numpy(phi))
+            logits = self.model.predict_logits(
+                self.model.from_vector(torch.from_numpy(z)), torch.from_numpy(phi)
+            )
             return torch.sigmoid(logits).numpy()

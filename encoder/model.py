@@ -147,6 +147,45 @@ class LocusModel(nn.Module):
         """phi (B, N, d), y (B, N) in [0, 1], mask (B, N) bool -> z (B, E)."""
         return self.encoder(phi, y, mask)
 
+    # ------------------------------------------------------------------ the stored-vector metric
+    # A trained model may carry `metric`, an invertible (E, E) matrix W fitted after training
+    # (`encoder.metric`): the vectors handed out (and stored, searched, compared) are v = W z, so that
+    # Euclidean distance between them tracks answer disagreement; the predictor reads z = W^-1 v back, so
+    # predictions are those of the unmapped model (to float rounding). Without it, v = z. The matrix is a
+    # buffer only when set, so a checkpoint without one keeps its weights and fingerprint.
+
+    @property
+    def stored_metric(self) -> Tensor | None:
+        """W, or None when vectors are the embeddings themselves."""
+        return self._buffers.get("metric")
+
+    def set_metric(self, w: Tensor | None) -> None:
+        """Install (or with None remove) the stored-vector metric; raises ValueError unless W is a finite,
+        well-conditioned (E, E) matrix."""
+        e = self.cfg.embed_dim
+        if w is None:
+            self._buffers.pop("metric", None)
+            self._buffers.pop("metric_inverse", None)
+            return
+        w = w.detach().to(torch.float32).contiguous()
+        if w.shape != (e, e) or not bool(torch.isfinite(w).all()):
+            raise ValueError(f"metric must be a finite ({e}, {e}) matrix, got shape {tuple(w.shape)}")
+        cond = float(torch.linalg.cond(w.double()))
+        if not cond < 1e6:
+            raise ValueError(f"metric is (nearly) singular: condition number {cond:.3g}")
+        self.register_buffer("metric", w.clone())
+        self.register_buffer("metric_inverse", torch.linalg.inv(w.double()).float(), persistent=False)
+
+    def to_vector(self, z: Tensor) -> Tensor:
+        """Model embeddings z (B, E) -> the vectors handed out, W z (z itself without a metric)."""
+        w = self._buffers.get("metric")
+        return z if w is None else z @ w.T
+
+    def from_vector(self, v: Tensor) -> Tensor:
+        """Handed-out vectors (M, E) -> the model embeddings the predictor reads, W^-1 v."""
+        inv = self._buffers.get("metric_inverse")
+        return v if inv is None else v @ inv.T
+
     def predict_logits(self, z: Tensor, phi: Tensor) -> Tensor:
         """z (M, E), phi (Q, d) -> (Q, M) logits; dropout applies only in training mode."""
         if self.training:

@@ -96,7 +96,7 @@ def test_cli_run_train_writes_a_loadable_checkpoint_and_report(
             "train", "--data", str(data), "--out", str(out), "--steps", "4", "--batch-models", "4",
             "--min-set", "8", "--max-set", "16", "--n-targets", "8", "--eval-every", "2",
             "--cache-dir", str(query_encoder_cache),
-            "--state-dir", str(tmp_path / "state"),
+            "--state-dir", str(tmp_path / "state"), "--metric-steps", "20",
         ]
     )  # fmt: skip
     assert code == 0
@@ -108,6 +108,8 @@ def test_cli_run_train_writes_a_loadable_checkpoint_and_report(
     assert report["data"][0]["models"] == 6 and report["data"][0]["split_sizes"]["test"] == 8
     assert {r["k"] for r in report["test_metrics"]["tiny"]} == {32.0, 128.0, 256.0}
     assert model.cfg.query_dim == 384
+    # the stored-vector metric is fitted after training and travels in the checkpoint
+    assert model.stored_metric is not None and report["metric"]["config"]["steps"] == 20
 
 
 def test_selection_prefers_lower_loss_when_routing_is_flat() -> None:
