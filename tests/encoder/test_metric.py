@@ -12,7 +12,7 @@ import torch
 from encoder.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from encoder.geometry import geometry_report
 from encoder.inference import LocusEmbedder
-from encoder.metric import MetricConfig, fit_metric, pearson_loss
+from encoder.metric import MetricConfig, condition, fit_metric, pearson_loss
 from encoder.model import LocusModel
 from encoder.simulate import PoolSpec, simulate_pool
 from encoder.train import TrainConfig, prepare_source, train
@@ -79,6 +79,12 @@ def test_checkpoints_carry_the_metric(tmp_path: Path, small_model: LocusModel) -
         load_checkpoint(tmp_path / "mapped")
 
 
+def test_condition_raises_small_singular_values_only() -> None:
+    w = torch.diag(torch.tensor([4.0, 1.0, 1e-5]))
+    got = condition(w, 1e-3)
+    assert torch.allclose(torch.linalg.svdvals(got), torch.tensor([4.0, 1.0, 4e-3]))
+
+
 def test_pearson_loss_is_zero_for_an_affine_fit_and_ignores_unknown_pairs() -> None:
     v = torch.tensor([[0.0], [1.0], [3.0]])
     d = torch.tensor([[0.0, 1.0, 3.0], [1.0, 0.0, 2.0], [3.0, 2.0, 0.0]])
@@ -130,6 +136,7 @@ def test_the_fitted_metric_tracks_behaviour_of_models_it_never_saw(planted_heldo
     w_again, _ = fit_metric(model, [ts], cfg, seed=0)
     assert torch.equal(w, w_again)
     assert info["loss_last"] < info["loss_first"]
+    assert float(torch.linalg.cond(w.double())) < 1.01 / cfg.min_singular  # W^-1 stays tame
     phi = ts.phi[ts.split.test]
     sets = [(ts.phi[ts.split.train[:64]], pool.labels[m, ts.split.train[:64]]) for m in range(4)]
     p_before = LocusEmbedder(model).predict(LocusEmbedder(model).embed(sets), phi)
