@@ -133,7 +133,8 @@ def condition(w: torch.Tensor, min_singular: float) -> torch.Tensor:
     """W with its singular values raised to at least `min_singular` x the largest (U diag(s) V^T)."""
     u, s, vh = torch.linalg.svd(w.double())
     s = torch.clamp(s, min=float(s[0]) * min_singular)
-    return ((u * s) @ vh).float().contiguous()
+    out: torch.Tensor = ((u * s) @ vh).float().contiguous()
+    return out
 
 
 def _optimise(
