@@ -10,6 +10,7 @@ import torch
 
 from encoder.config import LocusConfig
 from encoder.model import LocusModel
+from encoder.train import TrainConfig, TrainSource, train
 
 SMALL = LocusConfig(query_dim=24, width=32, heads=2, inducing=8, ffn=64, embed_dim=16, pred_hidden=16)
 
@@ -44,3 +45,24 @@ def write_normalised(root: Path, n_models: int = 6, n_questions: int = 40, seed:
 def query_encoder_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A query-encoding cache folder shared by the tests of one session."""
     return tmp_path_factory.mktemp("query-cache")
+
+
+def train_planted(ts: TrainSource, weight: float = 0.0) -> LocusModel:
+    """A small encoder trained on a planted pool (geometry loss at `weight`; 0: the LOCUS loss alone)."""
+    cfg = TrainConfig(
+        steps=120,
+        batch_models=16,
+        min_set=64,
+        max_set=128,
+        n_targets=32,
+        warmup_steps=5,
+        eval_every=40,
+        val_k=64,
+        geometry_weight=weight,
+        group_size=8,
+        twins=2,
+    )
+    torch.manual_seed(0)
+    model = LocusModel(SMALL)
+    train(model, [ts], cfg, seed=0, progress=False)
+    return model

@@ -10,8 +10,8 @@ from encoder.geometry import combined_distance, fit_scale, geometry_report, own_
 from encoder.inference import LocusEmbedder
 from encoder.model import LocusModel
 from encoder.simulate import PoolSpec, simulate_pool
-from encoder.train import TrainConfig, geometry_loss, prepare_source, train, train_disagreement
-from tests.encoder.conftest import SMALL
+from encoder.train import geometry_loss, prepare_source, train_disagreement
+from tests.encoder.conftest import SMALL, train_planted
 
 
 def test_geometry_loss_is_zero_for_proportional_distances_and_scale_free() -> None:
@@ -45,26 +45,6 @@ def planted() -> tuple:
     return prepare_source(pool.to_source(), pool.phi, split_seed=0), pool
 
 
-def _trained(ts, weight: float) -> LocusModel:
-    cfg = TrainConfig(
-        steps=120,
-        batch_models=16,
-        min_set=64,
-        max_set=128,
-        n_targets=32,
-        warmup_steps=5,
-        eval_every=40,
-        val_k=64,
-        geometry_weight=weight,
-        group_size=8,
-        twins=2,
-    )
-    torch.manual_seed(0)
-    model = LocusModel(SMALL)
-    train(model, [ts], cfg, seed=0, progress=False)
-    return model
-
-
 def test_geometry_training_makes_samples_of_one_model_agree(planted: tuple) -> None:
     """Sample consistency on a planted pool: two disjoint samples of one model land closer together
     than samples of distinct models, and distance tracks test-question disagreement close to the
@@ -78,7 +58,7 @@ def test_geometry_training_makes_samples_of_one_model_agree(planted: tuple) -> N
 
     torch.manual_seed(0)
     untrained = report(LocusModel(SMALL).eval())
-    trained = report(_trained(ts, 1.0))
+    trained = report(train_planted(ts, 1.0))
     assert trained["pearson"] > 0.8 * trained["ceiling"], trained
     assert trained["pearson"] > untrained["pearson"] + 0.1, (trained, untrained)
     assert trained["same_tpr"] > untrained["same_tpr"], (trained, untrained)

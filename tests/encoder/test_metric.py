@@ -15,8 +15,8 @@ from encoder.inference import LocusEmbedder
 from encoder.metric import MetricConfig, condition, fit_metric, pearson_loss
 from encoder.model import LocusModel
 from encoder.simulate import PoolSpec, simulate_pool
-from encoder.train import TrainConfig, prepare_source, train
-from tests.encoder.conftest import SMALL
+from encoder.train import prepare_source
+from tests.encoder.conftest import SMALL, train_planted
 
 E = SMALL.embed_dim
 
@@ -100,20 +100,7 @@ def planted_heldout() -> tuple:
         PoolSpec(n_models=32, n_questions=500, n_categories=4, query_dim=SMALL.query_dim, missing=0.0, seed=5)
     )
     ts = prepare_source(pool.to_source(), pool.phi, split_seed=0, holdout_fraction=0.25)
-    cfg = TrainConfig(
-        steps=120,
-        batch_models=16,
-        min_set=64,
-        max_set=128,
-        n_targets=32,
-        warmup_steps=5,
-        eval_every=40,
-        val_k=64,
-    )
-    torch.manual_seed(0)
-    model = LocusModel(SMALL)
-    train(model, [ts], cfg, seed=0, progress=False)  # the LOCUS loss alone
-    return ts, pool, model
+    return ts, pool, train_planted(ts)  # the LOCUS loss alone
 
 
 def test_the_fitted_metric_tracks_behaviour_of_models_it_never_saw(planted_heldout: tuple) -> None:
