@@ -61,6 +61,16 @@ class MetricConfig:
             raise ValueError(f"need 1 <= min_set <= max_set, got {self.min_set}, {self.max_set}")
 
 
+class NothingToFit(ValueError):
+    """No source has two training models with train-question scores: there are no pairs to fit W on."""
+
+
+def fit_models(ts: TrainSource) -> list[int]:
+    """The source's training models that have at least one train-question score."""
+    train_lab = ts.source.labels[:, ts.split.train]
+    return [int(m) for m in np.flatnonzero(ts.train_models) if (~np.isnan(train_lab[m])).any()]
+
+
 def metric_samples(
     model: LocusModel, ts: TrainSource, cfg: MetricConfig, rng: np.random.Generator
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -68,9 +78,9 @@ def metric_samples(
     evaluations: raw embeddings z (R, E) and targets (R, R) (train-question disagreement, 0 for two
     samples of one model, NaN where unknown and on the diagonal)."""
     src = ts.source
-    models = [m for m in np.flatnonzero(ts.train_models) if (~np.isnan(src.labels[m, ts.split.train])).any()]
+    models = fit_models(ts)
     if len(models) < 2:
-        raise ValueError(f"{src.name}: fewer than two training models with train-question scores")
+        raise NothingToFit(f"{src.name}: fewer than two training models with train-question scores")
     emb = LocusEmbedder(model)
     sets, who = [], []
     for _ in range(cfg.draws):
@@ -105,8 +115,15 @@ def fit_metric(
     model: LocusModel, sources: Sequence[TrainSource], cfg: MetricConfig | None = None, *, seed: int = 0
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Fit W on the training models of `sources` (the encoder frozen); returns W (E, E) and the loss at
-    the first and last step. Install it with `model.set_metric(W)`. Deterministic for a seed."""
+    the first and last step. Install it with `model.set_metric(W)`. Deterministic for a seed. Sources
+    with fewer than two training models add no pairs and are left out; raises NothingToFit when none is
+    left."""
     cfg = cfg or MetricConfig()
+    sources = [ts for ts in sources if len(fit_models(ts)) >= 2]
+    if not sources:
+        raise NothingToFit(
+            "no source has two training models with train-question scores to fit the metric on"
+        )
     rng = np.random.default_rng(seed)
     gen = torch.Generator().manual_seed(seed)
     model.eval()

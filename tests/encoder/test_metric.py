@@ -3,6 +3,7 @@ fitted on training models it makes distance track behaviour on models it never s
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ import torch
 from encoder.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from encoder.geometry import geometry_report
 from encoder.inference import LocusEmbedder
-from encoder.metric import MetricConfig, condition, fit_metric, pearson_loss
+from encoder.metric import MetricConfig, NothingToFit, condition, fit_metric, pearson_loss
 from encoder.model import LocusModel
 from encoder.simulate import PoolSpec, simulate_pool
 from encoder.train import prepare_source
@@ -134,3 +135,15 @@ def test_the_fitted_metric_tracks_behaviour_of_models_it_never_saw(planted_heldo
     np.testing.assert_allclose(p_after, p_before, atol=1e-4)
     assert after["pearson"] > before["pearson"] + 0.02, (before["pearson"], after["pearson"])
     assert after["same_tpr"] >= before["same_tpr"], (before["same_tpr"], after["same_tpr"])
+
+
+def test_sources_without_two_training_models_are_left_out(
+    planted_heldout: tuple, small_model: LocusModel
+) -> None:
+    ts = planted_heldout[0]
+    lone = dataclasses.replace(ts, train_models=np.eye(len(ts.train_models), dtype=bool)[0])  # one model
+    with pytest.raises(NothingToFit, match="two training models"):
+        fit_metric(small_model, [lone], MetricConfig(draws=2, steps=2), seed=0)
+    cfg = MetricConfig(draws=2, min_set=32, max_set=64, steps=3)
+    w, _ = fit_metric(small_model, [ts, lone], cfg, seed=0)
+    assert torch.equal(w, fit_metric(small_model, [ts], cfg, seed=0)[0])
