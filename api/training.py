@@ -31,7 +31,7 @@ from encoder.checkpoint import save_checkpoint
 from encoder.data import DataFormatError, EvalSource, load_source
 from encoder.evaluation import evaluate
 from encoder.inference import LocusEmbedder
-from encoder.metric import MetricConfig, NothingToFit, fit_metric
+from encoder.metric import MetricConfig, NothingToFit, install_metric
 from encoder.model import LocusModel
 from encoder.train import TrainConfig, TrainSource, prepare_source, train
 from registry.errors import Forbidden, InvalidInput
@@ -170,8 +170,7 @@ def train_handler(settings: Settings) -> lifecycle.Handler:
         if p.metric_steps > 0:
             job.progress("metric", 0, None)
             try:
-                w, metric_doc = fit_metric(model, sources, MetricConfig(steps=p.metric_steps), seed=p.seed)
-                model.set_metric(w)
+                metric_doc = install_metric(model, sources, MetricConfig(steps=p.metric_steps), seed=p.seed)
             except NothingToFit as exc:  # a registry of one model per benchmark: vectors stay z
                 metric_doc = {"skipped": str(exc)}
                 job.log(f"stored-vector metric not fitted: {exc}")

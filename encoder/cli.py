@@ -27,7 +27,7 @@ from encoder.checkpoint import save_checkpoint
 from encoder.config import LocusConfig
 from encoder.data import load_source
 from encoder.inference import pad_sets
-from encoder.metric import MetricConfig, fit_metric
+from encoder.metric import MetricConfig, install_metric
 from encoder.metrics import best_single, correctness_accuracy, oracle, random_choice, routing_hit_at_k
 from encoder.model import LocusModel
 from encoder.query import QueryEncoder
@@ -129,16 +129,7 @@ def run_train(
     torch.manual_seed(seed)
     model = LocusModel(cfg)
     result = train(model, sources, tcfg, seed=seed, out_dir=state_dir, resume=resume)
-    metric_doc: dict[str, Any] | None = None
-    if metric is not None:
-        fit_started = time.perf_counter()
-        w, fitted = fit_metric(model, sources, metric, seed=seed)
-        model.set_metric(w)
-        metric_doc = {
-            "config": dataclasses.asdict(metric),
-            **fitted,
-            "seconds": round(time.perf_counter() - fit_started, 1),
-        }
+    metric_doc = None if metric is None else install_metric(model, sources, metric, seed=seed)
     metrics = {ts.source.name: [test_metrics(model, ts, k, seed) for k in eval_k] for ts in sources}
     report: dict[str, Any] = {
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),

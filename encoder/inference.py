@@ -133,7 +133,5 @@ class LocusEmbedder:
             raise ValueError(f"phi has shape {phi.shape}, expected (Q, {self.query_dim})")
         torch.set_num_threads(self.threads)
         with torch.inference_mode():
-            logits = self.model.predict_logits(
-                self.model.from_vector(torch.from_numpy(z)), torch.from_numpy(phi)
-            )
+            logits = self.model.predict_vectors(torch.from_numpy(z), torch.from_numpy(phi))
             return torch.sigmoid(logits).numpy()

@@ -20,14 +20,18 @@ and correctness do not change. Test questions never enter.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 
+from encoder.geometry import own_samples
 from encoder.inference import LocusEmbedder
 from encoder.model import LocusModel
 from encoder.train import TrainSource, train_disagreement
@@ -72,22 +76,17 @@ def fit_models(ts: TrainSource) -> list[int]:
 
 
 def metric_samples(
-    model: LocusModel, ts: TrainSource, cfg: MetricConfig, rng: np.random.Generator
+    model: LocusModel, ts: TrainSource, models: list[int], cfg: MetricConfig, rng: np.random.Generator
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One source's training models, each embedded `cfg.draws` times from its own random train-question
-    evaluations: raw embeddings z (R, E) and targets (R, R) (train-question disagreement, 0 for two
-    samples of one model, NaN where unknown and on the diagonal)."""
+    """These training models of one source (`fit_models`), each embedded `cfg.draws` times from its own
+    random train-question evaluations: raw embeddings z (R, E) and targets (R, R) (train-question
+    disagreement, 0 for two samples of one model, NaN where unknown and on the diagonal)."""
     src = ts.source
-    models = fit_models(ts)
-    if len(models) < 2:
-        raise NothingToFit(f"{src.name}: fewer than two training models with train-question scores")
     emb = LocusEmbedder(model)
     sets, who = [], []
     for _ in range(cfg.draws):
         n = round(math.exp(rng.uniform(math.log(cfg.min_set), math.log(cfg.max_set))))
-        for m in models:
-            have = ts.split.train[~np.isnan(src.labels[m, ts.split.train])]
-            q = np.sort(rng.permutation(have)[:n])
+        for m, q in zip(models, own_samples(src.labels[models], ts.split.train, n, rng), strict=True):
             sets.append((ts.phi[q], src.labels[m, q]))
             who.append(m)
     z = model.from_vector(torch.from_numpy(emb.embed(sets)))  # raw embeddings, whatever W is installed
@@ -119,8 +118,8 @@ def fit_metric(
     with fewer than two training models add no pairs and are left out; raises NothingToFit when none is
     left."""
     cfg = cfg or MetricConfig()
-    sources = [ts for ts in sources if len(fit_models(ts)) >= 2]
-    if not sources:
+    fitted_on = [(ts, models) for ts in sources if len(models := fit_models(ts)) >= 2]
+    if not fitted_on:
         raise NothingToFit(
             "no source has two training models with train-question scores to fit the metric on"
         )
@@ -128,7 +127,7 @@ def fit_metric(
     gen = torch.Generator().manual_seed(seed)
     model.eval()
     with torch.inference_mode():
-        data = [metric_samples(model, ts, cfg, rng) for ts in sources]
+        data = [metric_samples(model, ts, models, cfg, rng) for ts, models in fitted_on]
     data = [(z.clone(), t.clone()) for z, t in data]  # out of inference mode: autograd may use them
     e = model.cfg.embed_dim
     w = torch.nn.Parameter(torch.eye(e))
@@ -144,6 +143,17 @@ def fit_metric(
     fitted = condition(w.detach(), cfg.min_singular)
     log.info("metric fitted: loss %.4f -> %.4f over %d steps", first, last, cfg.steps)
     return fitted, {"loss_first": first, "loss_last": last}
+
+
+def install_metric(
+    model: LocusModel, sources: Sequence[TrainSource], cfg: MetricConfig, *, seed: int
+) -> dict[str, Any]:
+    """Fit the metric and install it in `model`; the report a training run records (the config, the loss
+    at the first and last step, seconds). Raises NothingToFit as `fit_metric` does."""
+    started = time.perf_counter()
+    w, report = fit_metric(model, sources, cfg, seed=seed)
+    model.set_metric(w)
+    return {"config": dataclasses.asdict(cfg), **report, "seconds": round(time.perf_counter() - started, 1)}
 
 
 def condition(w: torch.Tensor, min_singular: float) -> torch.Tensor:

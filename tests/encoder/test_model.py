@@ -81,6 +81,19 @@ def test_matrix_logits_equal_pairwise_logits(small_model: LocusModel, models: in
     assert torch.allclose(fast, slow, atol=1e-5)
 
 
+@pytest.mark.parametrize(("models", "queries"), [(7, 11), (30, 1)])
+def test_matrix_logits_fold_the_metric_inverse_in_both_branches(
+    small_model: LocusModel, models: int, queries: int
+) -> None:
+    # handed-out vectors v with the inverse folded in score as the embeddings v @ inverse.T do
+    v = torch.randn(models, SMALL.embed_dim)
+    phi = torch.randn(queries, SMALL.query_dim)
+    inverse = torch.eye(SMALL.embed_dim) + 0.3 * torch.randn(SMALL.embed_dim, SMALL.embed_dim)
+    folded = small_model.predictor.matrix_logits(v, phi, inverse=inverse)
+    mapped = small_model.predictor.matrix_logits(v @ inverse.T, phi)
+    assert torch.allclose(folded, mapped, atol=1e-4)
+
+
 def test_default_size_is_about_one_million_parameters() -> None:
     n = LocusModel(LocusConfig()).n_parameters()
     assert 500_000 < n < 1_500_000
