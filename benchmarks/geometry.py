@@ -14,7 +14,9 @@ loss of `encoder.train`; `metric` = `published` plus the stored-vector metric of
 fitted on the same training models) is trained once per protocol and cached under --runs. Routing hit@1 (all
 models of the source, own K=128 samples) and correctness accuracy (focus models) sit beside it, so
 geometry never costs routing silently. MF / IRT (`--baselines`) place every model from the same own
-samples; their vectors' distances are reported too.
+samples; their vectors' distances are reported too. Each K's embedding, accuracy-difference and baseline
+Pearson are also given over --draws own-sample draws (mean, sd, and the embedding's paired gap over the
+accuracy difference): one draw is not enough to call a source above or below a baseline.
 
     nice -n 10 python -m benchmarks.geometry --data ../shared/data/{lart,mmlu_pro,zeroeval,alpaca_eval_v2}
 """
@@ -55,6 +57,11 @@ VARIANTS: dict[str, dict[str, Any]] = {
 WITH_METRIC = {"metric": "published"}
 VARIANTS |= {name: VARIANTS[recipe] for name, recipe in WITH_METRIC.items()}
 COLUMNS = (
+    ("draws.pearson_mean", "r(draws)"),
+    ("draws.acc_diff_pearson_mean", "acc(draws)"),
+    ("draws.gap_mean", "gap"),
+    ("draws.gap_sd", "gap-sd"),
+    ("draws.mf_pearson_mean", "MF(draws)"),
     ("pearson", "r"),
     ("spearman", "rho"),
     ("acc_diff_pearson", "accdiff"),
@@ -137,7 +144,7 @@ def run_variant(
             latent = fit_latent(args.baselines, [ts], seed) if args.baselines else {}
             focus = np.flatnonzero(~ts.train_models)
             per["sources"][ts.source.name] = evaluate(
-                emb, ts, focus, args.ks, seed, latent, response=response_distances
+                emb, ts, focus, args.ks, seed, latent, response=response_distances, draws=args.draws
             )
         res["protocols"]["heldout"] = per
     if "loso" in args.protocols:
@@ -159,7 +166,14 @@ def run_variant(
             target = prepare_source(src, phi, split_seed=seed)
             latent = fit_latent(args.baselines, train_on, seed) if args.baselines else {}
             entry = evaluate(
-                LocusEmbedder(model), target, None, args.ks, seed, latent, response=response_distances
+                LocusEmbedder(model),
+                target,
+                None,
+                args.ks,
+                seed,
+                latent,
+                response=response_distances,
+                draws=args.draws,
             )
             entry["train"] = {k: v for k, v in info.items() if k != "history"}
             per["sources"][src.name] = entry
@@ -179,12 +193,21 @@ def table(doc: dict[str, Any]) -> str:
                 for k, row in s["by_k"].items():
                     cells = []
                     for key, _ in COLUMNS:
-                        x = row.get(key)
+                        x = cell(row, key)
                         cells.append(f"{x:>10.3f}" if isinstance(x, float) and x == x else f"{'-':>10}")
                     lines.append(f"{vname:<10} {pname:<8} {sname:<15} {k:>5} " + " ".join(cells))
     lines.append("")
     lines.append(summary_lines(doc))
     return "\n".join(lines)
+
+
+def cell(row: dict[str, Any], key: str) -> Any:
+    """row[key], or for "a.b" row[a][b]; None when absent."""
+    for part in key.split("."):
+        if not isinstance(row, dict):
+            return None
+        row = row.get(part)  # type: ignore[assignment]
+    return row
 
 
 def summary_lines(doc: dict[str, Any]) -> str:
@@ -197,7 +220,7 @@ def summary_lines(doc: dict[str, Any]) -> str:
                 continue
 
             def mean(key: str, rows: list[dict[str, Any]] = rows) -> float:
-                xs = [r[key] for r in rows if isinstance(r.get(key), float) and r[key] == r[key]]
+                xs = [x for r in rows if isinstance(x := cell(r, key), float) and x == x]
                 return float(np.mean(xs)) if xs else float("nan")
 
             out.append(
@@ -210,6 +233,14 @@ def summary_lines(doc: dict[str, Any]) -> str:
                 f"probe-comb={mean('probe_combined_pearson'):.3f} "
                 f"hit1={mean('routing_hit1'):.3f} acc={mean('correctness_acc'):.3f}"
             )
+            drawn = [r["draws"]["draws"] for r in rows if "draws" in r]
+            if drawn:
+                out.append(
+                    f"  {'':<10} {'':<8} over {drawn[0]} draws: "
+                    f"r={mean('draws.pearson_mean'):.3f} accdiff={mean('draws.acc_diff_pearson_mean'):.3f} "
+                    f"gap={mean('draws.gap_mean'):+.3f} MF={mean('draws.mf_pearson_mean'):.3f} "
+                    f"IRT={mean('draws.irt_pearson_mean'):.3f}"
+                )
     return "\n".join(out)
 
 
@@ -224,6 +255,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--baselines", nargs="*", default=["mf", "irt"], choices=["mf", "irt"])
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument(
+        "--draws",
+        type=int,
+        default=10,
+        help="own-sample draws per K for the embedding's, the accuracy difference's and the baselines' "
+        "Pearson (mean, sd, paired gap); the other columns are the first draw's",
+    )
     ap.add_argument("--runs", type=Path, default=Path("runs/geometry"), help="cache of trained encoders")
     ap.add_argument(
         "--checkpoint",
@@ -262,7 +300,7 @@ def main(argv: list[str] | None = None) -> None:
             ts = prepare_source(src, phi, split_seed=args.seed)
             latent = fit_latent(args.baselines, [ts], args.seed) if args.baselines else {}
             per["sources"][src.name] = evaluate(
-                emb, ts, None, args.ks, args.seed, latent, response=response_distances
+                emb, ts, None, args.ks, args.seed, latent, response=response_distances, draws=args.draws
             )
             write_json(args.out, {**doc, "variants": {"checkpoint": {"protocols": {"given": per}}}})
         doc["variants"]["checkpoint"] = {"protocols": {"given": per}}

@@ -17,11 +17,13 @@ import numpy as np
 from encoder import metrics
 from encoder.baselines import LatentRouter
 from encoder.data import EvalSource
-from encoder.geometry import ResponseFn, geometry_report, own_samples
+from encoder.geometry import ResponseFn, draw_spread, geometry_report, own_samples
 from encoder.inference import LocusEmbedder
 from encoder.train import TrainSource
 
 log = logging.getLogger(__name__)
+
+DRAW_STRIDE = 7919  # seeds of the further own-sample draws: seed * 1000 + k + DRAW_STRIDE * d
 
 
 def latent_placer(
@@ -73,8 +75,12 @@ def evaluate(
     *,
     routing_k: int = 128,
     response: ResponseFn | None = None,
+    draws: int = 1,
 ) -> dict[str, Any]:
-    """Geometry at every K, routing and the baselines at K = `routing_k`, on one source's test questions."""
+    """Geometry at every K, routing and the baselines at K = `routing_k`, on one source's test questions.
+    With `draws` > 1, each K's report also holds `draws`: the embedding's, the accuracy difference's and
+    the baselines' Pearson over that many own-sample draws (`encoder.geometry.draw_spread`), the first
+    being the draw the rest of the report made."""
     src = ts.source
     extra = {name: latent_placer(r, src.labels, ts.phi) for name, r in latent.items()}
     out: dict[str, Any] = {
@@ -97,6 +103,18 @@ def evaluate(
             groups=np.unique(np.asarray(src.categories), return_inverse=True)[1],
             response=response,
         )
+        if draws > 1:
+            rep["draws"] = draw_spread(
+                emb.embed,
+                src.labels,
+                ts.phi,
+                ts.split.train,
+                ts.split.test,
+                k=k,
+                seeds=[seed * 1000 + k + DRAW_STRIDE * d for d in range(draws)],
+                focus=focus,
+                extra_vectors=extra if k == routing_k else None,
+            )
         if k == routing_k:
             rep.update(routing(emb, ts, focus, k, seed))
         out["by_k"][str(k)] = rep

@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from encoder.geometry import combined_distance, fit_scale, geometry_report, own_samples, tpr_at_fpr
+from encoder.geometry import (
+    combined_distance,
+    draw_spread,
+    fit_scale,
+    geometry_report,
+    own_samples,
+    tpr_at_fpr,
+)
 from encoder.inference import LocusEmbedder
 from encoder.model import LocusModel
 from encoder.simulate import PoolSpec, simulate_pool
@@ -62,6 +69,33 @@ def test_geometry_training_makes_samples_of_one_model_agree(planted: tuple) -> N
     assert trained["pearson"] > 0.8 * trained["ceiling"], trained
     assert trained["pearson"] > untrained["pearson"] + 0.1, (trained, untrained)
     assert trained["same_tpr"] > untrained["same_tpr"], (trained, untrained)
+
+
+def test_draw_spread_first_draw_is_the_reports_and_the_gap_is_paired(planted: tuple) -> None:
+    """The spread's first draw is the one `geometry_report` makes with that seed (same Pearson, same
+    accuracy difference); further draws differ; the gap is embedding minus accuracy difference per
+    draw, and a baseline's vectors are placed from each draw's samples."""
+    ts, pool = planted
+    torch.manual_seed(0)
+    embed = LocusEmbedder(LocusModel(SMALL).eval()).embed
+    args = (embed, pool.labels, ts.phi, ts.split.train, ts.split.test)
+    rep = geometry_report(*args, k=32, seed=5)
+    placed: list[int] = []
+
+    def accuracy_vector(samples: list[np.ndarray]) -> np.ndarray:
+        placed.append(len(samples))
+        return np.array([[pool.labels[m, q].mean()] for m, q in enumerate(samples)])
+
+    one = draw_spread(*args, k=32, seeds=[5], extra_vectors={"acc": accuracy_vector})
+    assert one["pearson_mean"] == pytest.approx(rep["pearson"])
+    assert one["acc_diff_pearson_mean"] == pytest.approx(rep["acc_diff_pearson"])
+    assert one["acc_pearson_mean"] == pytest.approx(rep["acc_diff_pearson"])  # |a - b| as a 1-d vector
+    assert np.isnan(one["pearson_sd"]) and one["draws"] == 1
+    three = draw_spread(*args, k=32, seeds=[5, 6, 7])
+    assert three["draws"] == 3 and three["pearson_sd"] > 0
+    assert three["gap_mean"] == pytest.approx(three["pearson_mean"] - three["acc_diff_pearson_mean"])
+    assert 0 <= three["gap_positive"] <= 3
+    assert placed == [pool.labels.shape[0]]
 
 
 def test_combined_distance_moves_from_embedding_to_observed_with_evidence() -> None:
