@@ -57,7 +57,10 @@ def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
         "seed": args.seed,
         "holdout_models": args.holdout_models,
         "geometry_weight": args.geometry_weight,
+        "weights": args.weights,
     }
+    if args.metric_steps is not None:
+        params["metric_steps"] = args.metric_steps
     if args.benchmark:
         params["benchmarks"] = args.benchmark
     if args.data:
@@ -109,6 +112,19 @@ def add_parsers(sub: Any) -> None:
         "--holdout-models", type=float, default=0.2, help="share of each benchmark's models held out"
     )
     train.add_argument("--geometry-weight", type=float, default=0.0)
+    train.add_argument(
+        "--metric-steps",
+        type=int,
+        default=None,
+        help="steps fitting the stored-vector metric (default: the job's, the shipped recipe's 600; 0: none)",
+    )
+    train.add_argument(
+        "--weights",
+        choices=["train", "serving"],
+        default="train",
+        help="serving: train nothing, keep the serving encoder's weights and fit only its stored-vector "
+        "metric on the registry's models (minutes; promote the candidate to use it)",
+    )
     train.add_argument("--benchmark", action="append", help="train on this benchmark only (repeatable)")
     train.add_argument(
         "--data", action="append", help="also a score table folder under LOCUS_IMPORT_ROOT (repeatable)"

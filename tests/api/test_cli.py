@@ -64,6 +64,9 @@ def test_cli_flow(settings: Settings, tmp_path: Path, capsys: pytest.CaptureFixt
     assert "serving    g1" in capsys.readouterr().out
     assert main(["train", "--steps", "5"], settings) == 2  # 2 models x 6 questions: nothing to train on
     assert "nothing to train on" in capsys.readouterr().err
+    # the CLI passes --weights and --metric-steps to the job, which refuses a metric refit of 0 steps
+    assert main(["train", "--weights", "serving", "--metric-steps", "0"], settings) == 2
+    assert "metric_steps" in capsys.readouterr().err
 
     with TestClient(create_app(settings)) as client:  # the lifespan builds everything from settings
         auth = {"Authorization": f"Bearer {key}"}

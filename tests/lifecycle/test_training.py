@@ -7,8 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from api import training
+from encoder.checkpoint import load_checkpoint
 from registry import jobs
 from registry.errors import InvalidInput
 from registry.schemas import EvaluationIn, JobCreate, ModelCreate, QuestionIn
@@ -81,6 +83,35 @@ def test_train_job_registers_a_candidate_with_its_comparison(ctx: Context, tmp_p
         assert planted[side]["routing_hit1"] is not None
     assert entry.report["data"]["planted"]["evaluations"] == 12 * 90
     assert not (tmp_path / "jobs" / f"train-{job.id}").exists()  # training state removed once registered
+
+
+def test_train_job_with_serving_weights_fits_only_the_metric(ctx: Context, tmp_path: Path) -> None:
+    """weights=serving trains nothing: the candidate holds the serving encoder's weights and a newly
+    fitted stored-vector metric (so another fingerprint); without metric steps it is refused when
+    submitted, since it would be the serving encoder again."""
+    _populate(ctx)
+    encoders.ensure_serving(ctx, str(tmp_path / "serving"))
+    settings = Settings(
+        database_url="sqlite://", job_dir=tmp_path / "jobs", encoder_dir=tmp_path / "encoders"
+    )
+    training.install(settings)
+    with pytest.raises(InvalidInput, match="metric_steps"):
+        jobs.submit_job(ctx, JobCreate(kind="train", params={"weights": "serving", "metric_steps": 0}))
+    params = {"weights": "serving", "metric_steps": 20, "eval_k": 24, "holdout_models": 0.25, "min_models": 4}
+    job = jobs.run_job_now(ctx, JobCreate(kind="train", params=params))
+    assert job.state == "succeeded", job.error
+    assert job.result is not None
+    entry = encoders.get_encoder(ctx, uuid.UUID(job.result["encoder_id"]))
+    assert entry.status == "candidate" and entry.fingerprint != ctx.embedder.fingerprint
+    assert entry.report["kind"] == "metric-from-registry" and entry.report["steps_run"] == 0
+    assert entry.report["weights_from"] == ctx.embedder.fingerprint
+    assert entry.report["metric"]["loss_last"] < entry.report["metric"]["loss_first"]
+    model, _ = load_checkpoint(entry.path)
+    serving = ctx.embedder.model  # type: ignore[attr-defined]
+    assert model.stored_metric is not None
+    weights = {k: v for k, v in model.state_dict().items() if k != "metric"}
+    assert weights.keys() == {k for k in serving.state_dict() if k != "metric"}
+    assert all(torch.equal(v, serving.state_dict()[k]) for k, v in weights.items())
 
 
 def test_train_job_refuses_files_outside_the_import_root(ctx: Context, tmp_path: Path) -> None:
