@@ -88,33 +88,16 @@ def evaluate(
         "focus_models": src.n_models if focus is None else len(focus),
         "by_k": {},
     }
+    data = (emb.embed, src.labels, ts.phi, ts.split.train, ts.split.test)
+    groups = np.unique(np.asarray(src.categories), return_inverse=True)[1]
     for k in ks:
+        common: dict[str, Any] = {"k": k, "focus": focus, "extra_vectors": extra if k == routing_k else None}
         rep = geometry_report(
-            emb.embed,
-            src.labels,
-            ts.phi,
-            ts.split.train,
-            ts.split.test,
-            k=k,
-            seed=seed * 1000 + k,
-            focus=focus,
-            extra_vectors=extra if k == routing_k else None,
-            predict=emb.predict,
-            groups=np.unique(np.asarray(src.categories), return_inverse=True)[1],
-            response=response,
+            *data, seed=seed * 1000 + k, predict=emb.predict, groups=groups, response=response, **common
         )
         if draws > 1:
-            rep["draws"] = draw_spread(
-                emb.embed,
-                src.labels,
-                ts.phi,
-                ts.split.train,
-                ts.split.test,
-                k=k,
-                seeds=[seed * 1000 + k + DRAW_STRIDE * d for d in range(draws)],
-                focus=focus,
-                extra_vectors=extra if k == routing_k else None,
-            )
+            seeds = [seed * 1000 + k + DRAW_STRIDE * d for d in range(draws)]
+            rep["draws"] = draw_spread(*data, seeds=seeds, **common)
         if k == routing_k:
             rep.update(routing(emb, ts, focus, k, seed))
         out["by_k"][str(k)] = rep

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from encoder.evaluation import evaluate
 from encoder.geometry import (
     combined_distance,
     draw_spread,
@@ -113,3 +114,21 @@ def test_tpr_at_fpr_and_own_samples() -> None:
     labels = np.array([[1, np.nan, 0, 1], [0, 1, 1, 1]], dtype=np.float32)
     s = own_samples(labels, np.arange(4), 2, np.random.default_rng(0))
     assert all(len(q) == 2 for q in s) and 1 not in s[0]
+
+
+def test_evaluate_reports_the_draw_spread_beside_the_first_draw(planted: tuple) -> None:
+    """`evaluate` with draws > 1: each K's report holds the spread, whose first seed is the report's own
+    draw, and routing at routing_k as before; with one draw, no spread."""
+    ts, _pool = planted
+    torch.manual_seed(0)
+    emb = LocusEmbedder(LocusModel(SMALL).eval())
+    focus = np.arange(6)
+    out = evaluate(emb, ts, focus, [32], 4, {}, routing_k=32, draws=3)
+    rep = out["by_k"]["32"]
+    assert rep["draws"]["draws"] == 3 and rep["draws"]["seeds"][0] == 4 * 1000 + 32
+    assert len(set(rep["draws"]["seeds"])) == 3 and "routing_hit1" in rep
+    one = draw_spread(
+        emb.embed, ts.source.labels, ts.phi, ts.split.train, ts.split.test, k=32, seeds=[4032], focus=focus
+    )
+    assert one["pearson_mean"] == pytest.approx(rep["pearson"])
+    assert "draws" not in evaluate(emb, ts, focus, [32], 4, {}, routing_k=32)["by_k"]["32"]
