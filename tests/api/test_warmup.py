@@ -11,6 +11,8 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from registry import services
+from registry.decisions.service import pool as pool_cache
+from registry.decisions.service.pool import pool_subset
 from registry.services import Context, behaviour_cache, warmup
 from tests.api.conftest import bearer, make_container
 from tests.registry.test_similar_cache import register
@@ -95,3 +97,17 @@ def test_the_heap_is_frozen_at_start_and_after_warming(ctx: Context, monkeypatch
     with TestClient(create_app(container=make_container(ctx, gc_freeze=True, cache_warmup=True))) as client:
         _ready(client)
     assert len(calls) == 3  # at start and once the warm-up is done
+
+
+def test_warm_up_loads_the_routing_pool(ctx: Context) -> None:
+    """After the warm-up, a route over named candidates is cut from the cached pool (no SQL read of the
+    candidates), as it is once any request has loaded the pool; without the warm-up, it is not."""
+    ids = register(ctx, n_models=4)
+    pool_cache._CACHES.clear()
+    with TestClient(create_app(container=make_container(ctx, cache_warmup=False))) as client:
+        assert client.get("/readyz").status_code == 200
+        assert pool_subset(ctx, ids[:2]) is None
+    with TestClient(create_app(container=make_container(ctx, cache_warmup=True))) as client:
+        _ready(client)
+        cut = pool_subset(ctx, ids[:2])
+        assert cut is not None and cut.ids == ids[:2]
