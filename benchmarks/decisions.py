@@ -556,7 +556,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         p = emb.predict(z, phi[q]).astype(np.float64)  # (Q, M)
         y = src.labels[:, q].T  # (Q, M) NaN where unlabelled
         log.info("%s: embedded %d models in %.1fs; portfolio", src.name, src.n_models, embed_s)
-        port = portfolio_experiment(z, p, y, args.k_max, args.random_draws, args.seed)
+        # portfolios are chosen where the service chooses them: the predictor's space
+        port = portfolio_experiment(emb.predictor_space(z), p, y, args.k_max, args.random_draws, args.seed)
         log.info("%s: fallback", src.name)
         fb = fallback_experiment(z, p, y)
         log.info("%s: fingerprinting", src.name)

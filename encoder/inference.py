@@ -123,6 +123,14 @@ class LocusEmbedder:
                 start = end
         return out
 
+    def predictor_space(self, vectors: np.ndarray) -> np.ndarray:
+        """Stored vectors (M, E) -> W^-1 v, the embeddings the predictor reads (v itself without a metric)."""
+        v = np.asarray(vectors, dtype=np.float64)
+        if v.ndim != 2 or v.shape[1] != self.embedding_dim:
+            raise ValueError(f"vectors have shape {v.shape}, expected (M, {self.embedding_dim})")
+        inv = self.model._buffers.get("metric_inverse")
+        return v if inv is None else v @ inv.double().numpy().T
+
     def predict(self, z: np.ndarray, phi: np.ndarray) -> np.ndarray:
         """P(correct) for every (query, model): z (M, E), phi (Q, d) -> (Q, M) float32."""
         z = np.asarray(z, dtype=np.float32)

@@ -55,6 +55,12 @@ class Embedder(Protocol):
         """P(correct) for every (query, model): z (M, embedding_dim), phi (Q, query_dim) -> (Q, M) float32."""
         ...
 
+    def predictor_space(self, vectors: np.ndarray) -> np.ndarray:
+        """Stored vectors (M, embedding_dim) -> the embeddings the predictor reads (a stored-vector metric
+        undone; the vectors themselves without one), (M, embedding_dim) float64. Portfolios spread their
+        picks there: what they are judged by is routing within them, which reads that space."""
+        ...
+
 
 @dataclass(frozen=True)
 class ModelFilter:

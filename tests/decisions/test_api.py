@@ -5,8 +5,11 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+
+from encoder.inference import LocusEmbedder
 
 QUESTIONS = [
     {"key": f"q{i}", "text": f"Question {i}: what is {i} times {i + 3}?", "category": f"c{i % 3}"}
@@ -98,6 +101,28 @@ def test_portfolio_covers_the_pool(
         assert body["coverage_radius"] == pytest.approx(max(c["distance"] for c in body["left_out"]))
         assert body["reference_queries"] == 24
         assert body["predicted_accuracy"] <= body["predicted_accuracy_full_pool"] + 1e-9
+
+
+def test_portfolio_is_chosen_in_the_predictors_space(
+    client: TestClient, reader: dict[str, str], models: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Portfolios spread their picks where the predictor reads (`Embedder.predictor_space`: the stored
+    vectors with the stored-vector metric undone), not in the stored vectors' metric: with that space
+    stretched tenfold the picks stay and every distance the answer reports is ten times larger."""
+    body = {"method": "k-center", "k": 2}
+    before = client.post("/v1/portfolios", json=body, headers=reader).json()
+    real = LocusEmbedder.predictor_space
+    calls: list[int] = []
+
+    def stretched(self: LocusEmbedder, vectors: np.ndarray) -> np.ndarray:
+        calls.append(len(vectors))
+        return 10.0 * real(self, vectors)
+
+    monkeypatch.setattr(LocusEmbedder, "predictor_space", stretched)
+    after = client.post("/v1/portfolios", json=body, headers=reader).json()
+    assert calls == [5]
+    assert [m["id"] for m in after["chosen"]] == [m["id"] for m in before["chosen"]]
+    assert after["coverage_radius"] == pytest.approx(10.0 * before["coverage_radius"], rel=1e-6)
 
 
 def test_portfolio_budget_include_exclude(

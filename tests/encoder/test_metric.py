@@ -49,9 +49,14 @@ def test_vectors_are_mapped_and_predictions_do_not_change(small_model: LocusMode
     np.testing.assert_allclose(mapped.predict(v, phi), p, atol=1e-5)
     # fewer queries than models: the predictor folds W^-1 into the queries' weights instead
     np.testing.assert_allclose(mapped.predict(v, phi[:2]), p[:2], atol=1e-5)
+    # portfolios read the predictor's space: the stored vectors mapped back to z (identity without W)
+    np.testing.assert_allclose(mapped.predictor_space(v), z, rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="expected"):
+        mapped.predictor_space(v[:, :3])
     assert mapped.fingerprint != plain.fingerprint  # vectors of the two never mix in the registry
     small_model.set_metric(None)
     assert LocusEmbedder(small_model).fingerprint == plain.fingerprint
+    np.testing.assert_array_equal(plain.predictor_space(z), z.astype(np.float64))  # no metric: identity
     assert "metric" not in small_model.state_dict()
 
 

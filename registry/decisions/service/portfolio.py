@@ -55,7 +55,7 @@ def portfolio(ctx: Context, req: PortfolioRequest) -> PortfolioRead:
             [np.nan if price_of(r) is None else price_of(r) for r in pool.rows], dtype=np.float64
         )
     port = select_portfolio(
-        pool.vectors,
+        ctx.embedder.predictor_space(pool.vectors),  # where routing reads (ports.Embedder.predictor_space)
         method=req.method,
         k=req.k,
         budget=budget,

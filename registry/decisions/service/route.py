@@ -148,5 +148,11 @@ def _portfolio_pool(
         weights = np.array([np.nan if r.params_b is None else r.params_b for r in pool.rows])
     elif spec.price_budget is not None:
         weights = pool.prices().copy()
-    port = select_portfolio(pool.vectors, method=spec.method, k=spec.k, budget=budget, weights=weights)
+    port = select_portfolio(
+        ctx.embedder.predictor_space(pool.vectors),
+        method=spec.method,
+        k=spec.k,
+        budget=budget,
+        weights=weights,
+    )
     return pool.take(list(port.chosen)), pv
